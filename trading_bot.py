@@ -1,0 +1,798 @@
+"""hlbot entry point: wiring, the main loop, and sole owner of trading state.
+
+`python trading_bot.py --config config/config.json [--dry-run] [--check-config] [--report]`
+
+Owns: start-up (config, logging, instance lock, state, simulator for `network: local`, account and
+meta over REST, leverage, candle warm-up, WebSocket), the main loop (a blocking `queue.get` with a
+timeout; every price updates `current_price`, the trailing stop and is checked against the exits at
+once), REST fallback while the stream is starved, orders with client order ids, reconciliation
+with the exchange, health snapshots, and clean shutdown on SIGINT/SIGTERM.
+Must not: touch the socket (the WebSocket thread owns it) or let another thread touch trading
+state (the health server reads an immutable snapshot this thread publishes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import resource
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Literal, Mapping
+
+from settings import ConfigError, Settings, load_private_key, load_settings, resolved_view, with_dry_run
+
+log = logging.getLogger("bot")
+
+PRICE_LOG_EVERY_S = 5.0        # `📡 Real-time price update` at most this often
+HEALTH_PUBLISH_EVERY_S = 0.25  # how fresh the health snapshot is
+RECONCILE_EVERY_S = 60.0       # periodic check of the position against the exchange
+EXIT_RETRY_BASE_S = 0.5        # a rejected exit is retried with backoff from this delay
+ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
+MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class OpenPosition:
+    """The bot's position (main thread only). `trailing` carries the restart-safe high-water mark."""
+
+    side: Literal["long", "short"]
+    size: Decimal
+    entry_px: Decimal
+    opened_ms: int
+    trailing: Any  # exits.TrailingStop | None
+    protective_cloids: tuple[str, ...] = ()
+
+    @property
+    def is_buy_to_close(self) -> bool:
+        return self.side == "short"
+
+
+class TradingBot:
+    """The main loop and everything it decides. Built by `main()`; `run()` blocks until stopped."""
+
+    def __init__(self, settings: Settings, rest: Any, exchange: Any, store: Any, strategy: Any,
+                 exit_rules: Any, guard: Any, events: "queue.Queue[Any]", ws_client: Any,
+                 address: str, stop_event: threading.Event,
+                 clock: Callable[[], float] = time.monotonic,
+                 now_ms: Callable[[], int] = wall_ms) -> None:
+        from strategies import CandleSeries, interval_ms
+
+        self.settings = settings
+        self.symbol = settings.symbol
+        self.rest = rest
+        self.exchange = exchange
+        self.store = store
+        self.strategy = strategy
+        self.exit_rules = exit_rules
+        self.guard = guard
+        self.events = events
+        self.ws = ws_client
+        self.address = address
+        self.stop_event = stop_event
+        self.clock = clock
+        self.now_ms = now_ms
+        self.paper = settings.dry_run
+        self.candles = CandleSeries(interval_ms(settings.strategy.candle_interval), maxlen=500)
+
+        self.started = clock()
+        self.current_price: Decimal | None = None
+        self.price_source = "none"
+        self.price_at = 0.0
+        self.last_market_data = clock()  # grace period: the stream gets stale_after to start
+        self.fallback = not settings.websocket.enabled
+        self.next_poll = clock()
+        self.position: OpenPosition | None = None
+        self.entries_enabled = True
+        self.next_exit_attempt = 0.0
+        self.exit_failures = 0
+        self.last_entry_eval = 0.0
+        self.last_closed_candles = 0
+        self.last_price_log = 0.0
+        self.last_reconcile = clock()
+        self.last_publish = 0.0
+        self.ws_connected_once = False
+        self.trades_seen = 0
+        self.mode = "websocket" if settings.websocket.enabled else "rest"
+        self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
+        self._meta = rest.meta().asset(self.symbol)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from hyperliquid_websocket import (Bbo, Connected, Disconnected, Fill, L2Book, Mids,
+                                           OrderUpdate, StreamDown, StreamRecovered, Trade)
+        ws_enabled = self.settings.websocket.enabled
+        get = self.events.get
+        while not self.stop_event.is_set():
+            timeout = self._next_wait()
+            try:
+                event = get(timeout=timeout) if ws_enabled else None
+            except queue.Empty:
+                event = None
+            if event is None and not ws_enabled:
+                self.stop_event.wait(timeout)
+            if event is not None:
+                kind = type(event)
+                if kind is Trade:
+                    if event.coin == self.symbol:
+                        self._on_market_data()
+                        self.trades_seen += 1
+                        self.candles.add_trade(event.price, event.size, event.time_ms)
+                        self.on_price(event.price, "websocket")
+                elif kind is Fill:
+                    self._on_fill(event)
+                elif kind is OrderUpdate:
+                    self._on_order_update(event)
+                elif kind in (L2Book, Bbo, Mids):
+                    self._on_market_data()
+                elif kind is Connected:
+                    self._on_connected()
+                elif kind is StreamDown:
+                    self._enter_fallback(f"WebSocket down after {event.attempts} attempts")
+                elif kind in (Disconnected, StreamRecovered):
+                    pass  # the socket thread logged it; starvation logic decides the mode
+            self._timers()
+        log.info("stopping: entries disabled")
+
+    def _next_wait(self) -> float:
+        now = self.clock()
+        wait = MAX_LOOP_WAIT_S
+        if self.fallback:
+            wait = min(wait, max(0.0, self.next_poll - now))
+        return wait
+
+    def _timers(self) -> None:
+        now = self.clock()
+        ws = self.settings.websocket
+        if ws.enabled and not self.fallback and now - self.last_market_data > ws.stale_after:
+            self._enter_fallback(f"WebSocket starved for {ws.stale_after:.1f}s")
+        if self.fallback and now >= self.next_poll:
+            interval = ws.fallback_poll_interval if ws.enabled else self.settings.check_interval
+            self.next_poll = now + interval
+            self._poll_rest_price()
+        if self.position is not None and self.next_exit_attempt and now >= self.next_exit_attempt \
+                and self.current_price is not None:
+            self._check_exits(self.current_price)
+        if self.position is None and self.current_price is not None:
+            self._maybe_enter(now)
+        if now - self.last_reconcile >= RECONCILE_EVERY_S:
+            self.last_reconcile = now
+            self._reconcile_position(reason="periodic check")
+        if now - self.last_publish >= HEALTH_PUBLISH_EVERY_S:
+            self.last_publish = now
+            self.publish_health()
+
+    # ---- prices ----------------------------------------------------------------------------
+
+    def _on_market_data(self) -> None:
+        self.last_market_data = self.clock()
+        if self.fallback and self.settings.websocket.enabled:
+            self.fallback = False
+            self.mode = "websocket"
+            log.info("WebSocket recovered; leaving REST fallback")
+
+    def _enter_fallback(self, why: str) -> None:
+        if self.fallback:
+            return
+        self.fallback = True
+        self.mode = "rest_fallback"
+        self.next_poll = self.clock()
+        log.warning("%s; falling back to REST polling", why)
+
+    def _poll_rest_price(self) -> None:
+        from hyperliquid_rest import HyperliquidError
+        try:
+            price = self.rest.mid(self.symbol)
+        except HyperliquidError as exc:
+            log.warning("REST price poll failed: %s", exc)
+            return
+        if price is None:
+            log.warning("REST price poll: no mid for %s", self.symbol)
+            return
+        self.candles.add_trade(price, Decimal(0), self.now_ms())
+        self.on_price(price, "rest")
+
+    def on_price(self, price: Decimal, source: str) -> None:
+        """Every price, from either source: record it, move the trailing stop, check exits now."""
+        self.current_price = price
+        self.price_source = source
+        now = self.clock()
+        self.price_at = now
+        if now - self.last_price_log >= PRICE_LOG_EVERY_S:
+            self.last_price_log = now
+            if source == "websocket":
+                log.info("📡 Real-time price update: $%.2f", price)
+            else:
+                log.info("REST price update: $%.2f", price)
+        if self.position is not None:
+            self._check_exits(price)
+
+    # ---- exits -----------------------------------------------------------------------------
+
+    def _check_exits(self, price: Decimal) -> None:
+        from exits import PositionView
+        pos = self.position
+        assert pos is not None
+        high_water = None
+        if pos.trailing is not None:
+            before = pos.trailing.high_water
+            pos.trailing.update(price)
+            high_water = pos.trailing.high_water
+            if high_water != before:
+                self.store.save_position(self._position_record())
+        if self.next_exit_attempt and self.clock() < self.next_exit_attempt:
+            return
+        view = PositionView(side=pos.side, entry_px=pos.entry_px, size=pos.size, high_water=high_water)
+        decision = self.exit_rules.check(view, price, self.now_ms())
+        if decision is not None:
+            self._exit(decision, price)
+
+    def _exit(self, decision: Any, price: Decimal) -> None:
+        from hyperliquid_rest import HyperliquidError
+        pos = self.position
+        assert pos is not None
+        log.info("exit signal %s: price %s crossed %s (entry %s, %s %s)", decision.reason, price,
+                 decision.trigger_price, pos.entry_px, pos.side, pos.size)
+        self.guard.check_exit(self.now_ms())
+        try:
+            filled, avg_px = self._send_ioc(is_buy=pos.is_buy_to_close, size=pos.size, price=price,
+                                            reduce_only=True, purpose="exit")
+        except HyperliquidError as exc:
+            self._exit_failed(str(exc))
+            return
+        if filled <= 0:
+            self._exit_failed("not filled")
+            return
+        self.exit_failures = 0
+        self.next_exit_attempt = 0.0
+        remaining = pos.size - filled
+        if remaining > 0:
+            pos.size = remaining
+            self.store.save_position(self._position_record())
+            log.warning("exit partially filled: %s of %s at %s; the rest stays protected",
+                        filled, filled + remaining, avg_px)
+            return
+        log.info("position closed by %s: %s %s at %s (entry %s)", decision.reason, pos.side, filled,
+                 avg_px, pos.entry_px)
+        self._cancel_protective(pos)
+        self.position = None
+        self.store.clear_position()
+
+    def _exit_failed(self, why: str) -> None:
+        self.exit_failures += 1
+        delay = min(EXIT_RETRY_BASE_S * 2 ** (self.exit_failures - 1), 30.0)
+        self.next_exit_attempt = self.clock() + delay
+        log.error("EXIT FAILED (%s), attempt %d; retrying in %.1fs; the exchange-side stop is the "
+                  "backstop", why, self.exit_failures, delay)
+
+    # ---- entries ---------------------------------------------------------------------------
+
+    def _maybe_enter(self, now: float) -> None:
+        if not self.entries_enabled:
+            return
+        closed = self.candles.closed_count
+        if closed == self.last_closed_candles and now - self.last_entry_eval < ENTRY_EVAL_EVERY_S:
+            return
+        self.last_closed_candles = closed
+        self.last_entry_eval = now
+        assert self.current_price is not None
+        signal_ = self.strategy.on_candles(self.candles.closed(), self.current_price, False)
+        if signal_ is None:
+            return
+        self._enter(signal_, self.current_price)
+
+    def _enter(self, side: Literal["long", "short"], price: Decimal) -> None:
+        from exits import TrailingStop
+        from hyperliquid_rest import HyperliquidError
+        from sizing import order_size
+        trading = self.settings.trading
+        try:
+            size = order_size(trading.order_size_usd, price, self._meta.sz_decimals)
+        except ValueError as exc:
+            log.warning("entry skipped: %s", exc)
+            return
+        refusal = self.guard.check_entry(Decimal(0), size * price, self.now_ms())
+        if refusal:
+            log.warning("entry refused by risk guard: %s", refusal)
+            return
+        log.info("entry signal %s at %s (strategy %s)", side, price, self.strategy.name)
+        try:
+            filled, avg_px = self._send_ioc(is_buy=side == "long", size=size, price=price,
+                                            reduce_only=False, purpose="entry")
+        except HyperliquidError as exc:
+            log.error("entry order failed: %s", exc)
+            return
+        self.guard.record_order(self.now_ms())
+        if filled <= 0:
+            log.warning("entry order not filled (IOC at %s)", price)
+            return
+        trailing = None
+        if trading.trailing_stop_pct is not None:
+            trailing = TrailingStop(side, trading.trailing_stop_pct, avg_px,
+                                    activation_offset_pct=trading.trailing_offset_pct)
+        self.position = OpenPosition(side=side, size=filled, entry_px=avg_px, opened_ms=self.now_ms(),
+                                     trailing=trailing)
+        log.info("position opened: %s %s %s at %s", side, filled, self.symbol, avg_px)
+        self._place_protective()
+        self.store.save_position(self._position_record())
+
+    # ---- orders ----------------------------------------------------------------------------
+
+    def _send_ioc(self, is_buy: bool, size: Decimal, price: Decimal, reduce_only: bool,
+                  purpose: str) -> tuple[Decimal, Decimal]:
+        """Send an IOC order with a cloid saved first; return (filled size, average price)."""
+        from orders import OrderRecord
+        from signing import new_cloid
+        cloid = new_cloid()
+        record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if is_buy else "sell",
+                                 size=size, limit_px=price, reduce_only=reduce_only, purpose=purpose,
+                                 created_ms=self.now_ms())
+        self.store.save_order(record)  # saved before sending: a crash now is looked up by cloid
+        results = self.exchange.market_order(self.symbol, is_buy, size, self.settings.trading.slippage_pct,
+                                             reference_px=price, reduce_only=reduce_only, cloid=cloid)
+        result = results[0]
+        if result.kind == "filled":
+            record = record.filled_by_result(result.total_size, result.avg_px, self.now_ms())
+            self.store.save_order(record)
+            if self.paper:
+                self._journal_paper_fill(record, result)
+            return result.total_size, result.avg_px
+        record = record.rejected(result.message or result.kind, self.now_ms())
+        self.store.save_order(record)
+        log.warning("%s order %s: %s", purpose, result.kind, result.message)
+        return Decimal(0), Decimal(0)
+
+    def _journal_paper_fill(self, record: Any, result: Any) -> None:
+        from paper import PaperExchange
+        self.store.record_fill(tid=f"paper-{record.cloid}", coin=self.symbol, px=result.avg_px,
+                               size=result.total_size, side=record.side, time_ms=self.now_ms(),
+                               oid=result.oid, cloid=record.cloid,
+                               fee=PaperExchange.fee(result.total_size, result.avg_px),
+                               closed_pnl=None, paper=True)
+
+    def _place_protective(self) -> None:
+        """Exchange-side SL/TP trigger orders: the backstop while the bot is down."""
+        from hyperliquid_rest import HyperliquidError
+        from signing import new_cloid, round_price
+        pos = self.position
+        if pos is None or not self.settings.trading.exits_on_exchange or self.paper:
+            return
+        levels = self.exit_rules.levels(pos.side, pos.entry_px)
+        cloids = []
+        for tpsl, key in (("sl", "stop_loss"), ("tp", "take_profit")):
+            level = levels.get(key)
+            if level is None:
+                continue
+            cloid = new_cloid()
+            try:
+                px = round_price(level, self._meta.sz_decimals)
+                results = self.exchange.trigger_order(self.symbol, pos.is_buy_to_close, pos.size, px, tpsl,
+                                                      is_market=True, reduce_only=True, cloid=cloid)
+            except (HyperliquidError, ValueError) as exc:
+                log.error("exchange-side %s not placed: %s", tpsl, exc)
+                continue
+            if results and results[0].kind == "error":
+                log.error("exchange-side %s rejected: %s", tpsl, results[0].message)
+                continue
+            cloids.append(cloid)
+            log.info("exchange-side %s placed at %s (cloid %s)", tpsl, px, cloid)
+        pos.protective_cloids = tuple(cloids)
+
+    def _cancel_protective(self, pos: OpenPosition) -> None:
+        from hyperliquid_rest import HyperliquidError
+        for cloid in pos.protective_cloids:
+            try:
+                self.exchange.cancel_by_cloid(self.symbol, cloid)
+            except HyperliquidError as exc:
+                log.warning("could not cancel exchange-side order %s: %s", cloid, exc)
+
+    # ---- stream events for the account -----------------------------------------------------
+
+    def _on_fill(self, fill: Any) -> None:
+        if fill.coin != self.symbol:
+            return
+        new = self.store.record_fill(tid=str(fill.tid), coin=fill.coin, px=fill.price, size=fill.size,
+                                     side=fill.side, time_ms=fill.time_ms, oid=fill.oid, cloid=fill.cloid,
+                                     fee=fill.fee, closed_pnl=fill.closed_pnl, paper=False)
+        if new and not fill.is_snapshot and fill.cloid and self.position is not None \
+                and fill.cloid in self.position.protective_cloids:
+            log.warning("exchange-side stop filled: %s %s at %s; reconciling", fill.side, fill.size, fill.price)
+            self._reconcile_position(reason="exchange-side stop filled")
+
+    def _on_order_update(self, update: Any) -> None:
+        if update.cloid is None:
+            return
+        record = self.store.order(update.cloid)
+        if record is None:
+            return
+        log.debug("order update %s: %s", update.cloid, update.status)
+
+    def _on_connected(self) -> None:
+        if self.ws_connected_once and not self.paper:
+            # orderUpdates/userEvents are not replayed on resubscribe: check over REST.
+            self._reconcile_fills()
+            self._reconcile_position(reason="after reconnect")
+        self.ws_connected_once = True
+
+    # ---- reconciliation --------------------------------------------------------------------
+
+    def reconcile_at_start(self) -> None:
+        """Compare saved state with the exchange; the exchange is the truth. Logs every difference."""
+        from exits import TrailingStop
+        saved = self.store.load_position()
+        if saved is not None and saved.coin == self.symbol:
+            trailing = None
+            if self.settings.trading.trailing_stop_pct is not None:
+                trailing = TrailingStop(saved.side, self.settings.trading.trailing_stop_pct, saved.entry_px,
+                                        activation_offset_pct=self.settings.trading.trailing_offset_pct,
+                                        high_water=saved.high_water)
+            self.position = OpenPosition(side=saved.side, size=saved.size, entry_px=saved.entry_px,
+                                         opened_ms=saved.opened_ms, trailing=trailing,
+                                         protective_cloids=tuple(saved.protective_cloids))
+            log.info("resumed saved position: %s %s at %s, high-water %s", saved.side, saved.size,
+                     saved.entry_px, saved.high_water)
+        if self.paper:
+            return
+        self._resolve_unknown_orders()
+        self._reconcile_fills()
+        self._reconcile_position(reason="start-up")
+
+    def _resolve_unknown_orders(self) -> None:
+        """Orders saved but with no known result at a crash: look them up by cloid, never re-send."""
+        from hyperliquid_rest import HyperliquidError
+        for record in self.store.orders(statuses=("pending", "submitted")):
+            try:
+                status = self.rest.order_status(self.address, record.cloid)
+            except HyperliquidError as exc:
+                log.warning("order %s: status lookup failed (%s); left for the next check", record.cloid, exc)
+                continue
+            updated = record.resolved_by_status(status.status, self.now_ms())
+            self.store.save_order(updated)
+            log.warning("order %s (%s %s) had no result at the last stop; the exchange says %s",
+                        record.cloid, record.purpose, record.side, status.status)
+
+    def _reconcile_fills(self) -> None:
+        from hyperliquid_rest import HyperliquidError
+        since = self.store.last_fill_time_ms()
+        start = since if since is not None else self.now_ms() - 24 * 3600 * 1000
+        try:
+            fills = self.rest.user_fills_by_time(self.address, start)
+        except HyperliquidError as exc:
+            log.warning("fill reconciliation failed: %s", exc)
+            return
+        added = 0
+        for f in fills:
+            if f.coin != self.symbol:
+                continue
+            if self.store.record_fill(tid=str(f.tid), coin=f.coin, px=f.px, size=f.size, side=f.side,
+                                      time_ms=f.time_ms, oid=f.oid, cloid=f.cloid, fee=f.fee,
+                                      closed_pnl=f.closed_pnl, paper=False):
+                added += 1
+        if added:
+            log.info("reconciled %d fill(s) the stream had not delivered", added)
+
+    def _reconcile_position(self, reason: str) -> None:
+        """Adopt the exchange's position for our symbol, logging any difference."""
+        from exits import TrailingStop
+        from hyperliquid_rest import HyperliquidError
+        if self.paper:
+            return
+        try:
+            state = self.rest.clearinghouse_state(self.address)
+        except HyperliquidError as exc:
+            log.warning("position check (%s) failed: %s", reason, exc)
+            return
+        ours = next((p for p in state.positions if p.coin == self.symbol and p.size != 0), None)
+        pos = self.position
+        if ours is None:
+            if pos is not None:
+                log.warning("%s: the exchange has no %s position but we had %s %s; it was closed "
+                            "outside the bot (exchange-side stop?); adopting flat", reason, self.symbol,
+                            pos.side, pos.size)
+                self._cancel_protective(pos)
+                self.position = None
+                self.store.clear_position()
+            return
+        side: Literal["long", "short"] = "long" if ours.size > 0 else "short"
+        size = abs(ours.size)
+        if pos is not None and pos.side == side and pos.size == size:
+            return
+        trading = self.settings.trading
+        high_water = pos.trailing.high_water if pos is not None and pos.trailing is not None \
+            and pos.side == side else None
+        trailing = None
+        if trading.trailing_stop_pct is not None:
+            trailing = TrailingStop(side, trading.trailing_stop_pct, ours.entry_px,
+                                    activation_offset_pct=trading.trailing_offset_pct, high_water=high_water)
+        log.warning("%s: adopting the exchange's position %s %s at %s (we had %s)", reason, side, size,
+                    ours.entry_px, f"{pos.side} {pos.size}" if pos else "none")
+        self.position = OpenPosition(side=side, size=size, entry_px=ours.entry_px, opened_ms=self.now_ms(),
+                                     trailing=trailing,
+                                     protective_cloids=pos.protective_cloids if pos else ())
+        if not self.position.protective_cloids:
+            self._place_protective()
+        self.store.save_position(self._position_record())
+
+    # ---- persistence and health ------------------------------------------------------------
+
+    def _position_record(self) -> Any:
+        from state import SavedPosition
+        pos = self.position
+        assert pos is not None
+        return SavedPosition(coin=self.symbol, side=pos.side, size=pos.size, entry_px=pos.entry_px,
+                             high_water=pos.trailing.high_water if pos.trailing else None,
+                             opened_ms=pos.opened_ms, protective_cloids=pos.protective_cloids)
+
+    def publish_health(self) -> None:
+        now = self.clock()
+        stats = self.ws.stats() if self.ws is not None else None
+        ws_ok = stats is not None and stats.connected
+        price_age = round(now - self.price_at, 3) if self.current_price is not None else None
+        fresh_limit = (self.settings.websocket.stale_after + self.settings.websocket.fallback_poll_interval * 2
+                       if self.settings.websocket.enabled else self.settings.check_interval * 2)
+        healthy = self.current_price is not None and price_age is not None and price_age <= fresh_limit
+        pos = self.position
+        snapshot = {
+            "status": "ok" if healthy else "degraded",
+            "uptime_s": round(now - self.started, 1),
+            "symbol": self.symbol,
+            "current_price": float(self.current_price) if self.current_price is not None else None,
+            "price_source": "rest" if self.price_source == "rest" else "websocket",
+            "price_age_s": price_age,
+            "mode": self.mode,
+            "dry_run": self.paper,
+            "websocket": {
+                "enabled": self.settings.websocket.enabled,
+                "connected": ws_ok,
+                "subscriptions": stats.subscriptions_confirmed if stats else 0,
+                "last_message_age_s": round(stats.last_message_age_s, 3)
+                if stats and stats.last_message_age_s is not None else None,
+                "reconnects": stats.reconnects if stats else 0,
+                "fallback": self.fallback and self.settings.websocket.enabled,
+                "dropped_market_data": stats.dropped_market_data if stats else 0,
+                "parse_errors": stats.parse_errors_total if stats else 0,
+                "queue_depth": self.events.qsize(),
+            },
+            "position": None if pos is None else {
+                "side": pos.side, "size": float(pos.size), "entry_px": float(pos.entry_px),
+                "high_water": float(pos.trailing.high_water) if pos.trailing and pos.trailing.high_water else None,
+            },
+            "trades_seen": self.trades_seen,
+            "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+        self._snapshot = MappingProxyType(snapshot)
+
+    def health_snapshot(self) -> Mapping[str, Any]:
+        """Called from the health thread: returns the last published immutable snapshot."""
+        return self._snapshot
+
+    def shutdown(self) -> None:
+        if self.position is not None:
+            self.store.save_position(self._position_record())
+        self.publish_health()
+
+
+# ---- wiring ----------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="trading_bot.py", description="hlbot: a Hyperliquid trading bot")
+    parser.add_argument("--config", required=True, help="path to a .json, .yaml or .yml config")
+    parser.add_argument("--dry-run", action="store_true", help="paper trading whatever the config says")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config, print the resolved settings and exit (0 valid, 2 not)")
+    parser.add_argument("--report", action="store_true", help="print the trade journal and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        if args.dry_run:
+            settings = with_dry_run(settings)
+        key = load_private_key(settings)
+    except ConfigError as exc:
+        print(f"config: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(json.dumps(resolved_view(settings, key is not None), indent=2))
+        return 0
+    if args.report:
+        return print_report(settings)
+    from logsetup import setup_logging
+    setup_logging(settings.logging)
+    return run_bot(settings, key)
+
+
+def print_report(settings: Settings) -> int:
+    from state import StateError, StateStore, format_report, journal_report
+    path = Path(settings.state.path)
+    if not path.exists():
+        print(f"no journal yet at {path}")
+        return 0
+    try:
+        store = StateStore(str(path))
+        store.open()
+    except StateError as exc:
+        print(f"state: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(format_report(journal_report(store)))
+    finally:
+        store.close()
+    return 0
+
+
+def run_bot(settings: Settings, key: bytes | None) -> int:
+    from state import InstanceLock, StateError, StateStore
+    lock = InstanceLock(settings.state.path + ".lock")
+    if not lock.acquire():
+        log.info("another instance is running (pid %s); exiting", lock.holder_pid())
+        return 0
+    stop_event = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stop_event.is_set():
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    store = StateStore(settings.state.path)
+    try:
+        store.open()
+    except StateError as exc:
+        log.error("state: %s", exc)
+        lock.release()
+        return 2
+    cleanup: list[Callable[[], None]] = [lock.release, store.close]
+    try:
+        return _run(settings, key, store, stop_event, cleanup)
+    finally:
+        for step in reversed(cleanup):
+            try:
+                step()
+            except Exception:  # a failing cleanup step must not hide the others
+                log.exception("shutdown step failed")
+
+
+def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threading.Event,
+         cleanup: list[Callable[[], None]]) -> int:
+    import secrets
+
+    from exits import ExitRules
+    from hyperliquid_rest import HyperliquidError, HyperliquidRestClient
+    from hyperliquid_websocket import HyperliquidWebSocketClient
+    from paper import PaperExchange
+    from signing import L1Signer
+    from sizing import RiskGuard
+    from strategies import build_strategy
+
+    rest_url, ws_url = settings.rest_url, settings.ws_url
+    if settings.embedded_simulator:
+        from hyperliquid_sim import SimConfig, SimServer
+        sim = SimServer(SimConfig(port=0, seed=settings.simulator.seed,
+                                  trade_rate_hz=settings.simulator.trade_rate_hz,
+                                  volatility=settings.simulator.volatility,
+                                  initial_usdc=settings.simulator.initial_usdc))
+        sim.start()
+        cleanup.append(sim.stop)
+        rest_url, ws_url = sim.rest_url, sim.ws_url
+        log.info("network local: embedded simulator at %s", rest_url)
+    if key is None:
+        if settings.network != "local":
+            if not settings.dry_run:
+                log.error("no private key: set %s or account.private_key_file (needed to trade on %s)",
+                          settings.account.private_key_env, settings.network)
+                return 2
+        key = secrets.token_bytes(32)
+        log.info("no private key configured: using a throwaway key")
+    signer = L1Signer(key, is_mainnet=settings.is_mainnet)
+    del key
+    log.info("account %s on %s (%s)", signer.address, settings.network,
+             "paper trading" if settings.dry_run else "live orders")
+    if settings.live_trading:
+        log.warning("LIVE TRADING ON MAINNET: orders use real money")
+
+    rest = HyperliquidRestClient(rest_url, signer=signer)
+    cleanup.append(rest.close)
+    try:
+        meta = rest.meta()
+        asset = meta.asset(settings.symbol)
+    except HyperliquidError as exc:
+        log.error("cannot reach the exchange at %s: %s", rest_url, exc)
+        return 1
+    except KeyError:
+        log.error("symbol %s is not listed on %s", settings.symbol, settings.network)
+        return 2
+    if settings.dry_run:
+        exchange: Any = PaperExchange(lambda coin: meta.asset(coin).sz_decimals)
+    else:
+        exchange = rest
+        try:
+            rest.update_leverage(settings.symbol, settings.trading.leverage, is_cross=True)
+            log.info("leverage set to %dx cross on %s", settings.trading.leverage, settings.symbol)
+        except HyperliquidError as exc:
+            log.error("could not set leverage: %s", exc)
+            return 1
+    try:
+        strategy = build_strategy(settings.strategy.name, dict(settings.strategy.params))
+    except ValueError as exc:
+        log.error("strategy: %s", exc)
+        return 2
+    tr = settings.trading
+    exit_rules = ExitRules(tr.stop_loss_pct, tr.take_profit_pct, tr.trailing_stop_pct, tr.trailing_offset_pct)
+    guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)
+    events: queue.Queue[Any] = queue.Queue(maxsize=settings.websocket.queue_size)
+
+    ws_client = None
+    if settings.websocket.enabled:
+        subs: list[dict[str, Any]] = [{"type": "trades", "coin": settings.symbol},
+                                      {"type": "bbo", "coin": settings.symbol}]
+        if not settings.dry_run:
+            subs += [{"type": "userFills", "user": signer.address},
+                     {"type": "orderUpdates", "user": signer.address}]
+        ws = settings.websocket
+        ws_client = HyperliquidWebSocketClient(
+            ws_url, subs, events, reconnect_interval_s=ws.reconnect_interval, max_backoff_s=ws.max_backoff,
+            max_reconnect_attempts=ws.max_reconnect_attempts, ping_interval_s=ws.ping_interval,
+            pong_timeout_s=ws.pong_timeout, data_timeout_s=ws.data_timeout,
+            subscribe_timeout_s=ws.subscribe_timeout)
+
+    bot = TradingBot(settings, rest, exchange, store, strategy, exit_rules, guard, events, ws_client,
+                     signer.address, stop_event)
+    _warm_up(bot, rest, settings)
+    bot.reconcile_at_start()
+    if settings.health.enabled:
+        from health import HealthServer
+        health = HealthServer(settings.health.host, settings.health.port, bot.health_snapshot)
+        try:
+            health.start()
+            cleanup.append(health.stop)
+            log.info("health endpoint on http://%s:%d/health", settings.health.host, health.port)
+        except OSError as exc:
+            log.error("health endpoint not started on %s:%d: %s", settings.health.host,
+                      settings.health.port, exc)
+    if ws_client is not None:
+        ws_client.start()
+        cleanup.append(ws_client.stop)
+    else:
+        log.info("WebSocket disabled: polling REST prices every %.0fs", settings.check_interval)
+    bot.publish_health()
+    try:
+        bot.run()
+    finally:
+        bot.shutdown()
+    log.info("stopped cleanly")
+    return 0
+
+
+def _warm_up(bot: TradingBot, rest: Any, settings: Settings) -> None:
+    from hyperliquid_rest import HyperliquidError
+    from strategies import interval_ms
+    step = interval_ms(settings.strategy.candle_interval)
+    end = wall_ms()
+    try:
+        candles = rest.candle_snapshot(settings.symbol, settings.strategy.candle_interval, end - 200 * step, end)
+    except HyperliquidError as exc:
+        log.warning("candle warm-up failed: %s; the strategy starts cold", exc)
+        return
+    bot.candles.load(candles)
+    log.info("warmed up %d %s candles for %s", len(candles), settings.strategy.candle_interval, settings.symbol)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
