@@ -40,6 +40,7 @@ ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between
 MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
 
 
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -112,40 +113,47 @@ class TradingBot:
     # ---- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        from hyperliquid_websocket import (Bbo, Connected, Disconnected, Fill, L2Book, Mids,
-                                           OrderUpdate, StreamDown, StreamRecovered, Trade)
-        ws_enabled = self.settings.websocket.enabled
-        get = self.events.get
+        """Block until the stop event is set, handling events and timers as they come."""
         while not self.stop_event.is_set():
-            timeout = self._next_wait()
+            self.step()
+        log.info("stopping: entries disabled")
+
+    def step(self, timeout_s: float | None = None) -> None:
+        """One turn of the loop: wait for at most one event (blocking get), handle it, run timers."""
+        timeout = self._next_wait() if timeout_s is None else timeout_s
+        if self.settings.websocket.enabled:
             try:
-                event = get(timeout=timeout) if ws_enabled else None
+                event = self.events.get(timeout=timeout)
             except queue.Empty:
                 event = None
-            if event is None and not ws_enabled:
-                self.stop_event.wait(timeout)
             if event is not None:
-                kind = type(event)
-                if kind is Trade:
-                    if event.coin == self.symbol:
-                        self._on_market_data()
-                        self.trades_seen += 1
-                        self.candles.add_trade(event.price, event.size, event.time_ms)
-                        self.on_price(event.price, "websocket")
-                elif kind is Fill:
-                    self._on_fill(event)
-                elif kind is OrderUpdate:
-                    self._on_order_update(event)
-                elif kind in (L2Book, Bbo, Mids):
-                    self._on_market_data()
-                elif kind is Connected:
-                    self._on_connected()
-                elif kind is StreamDown:
-                    self._enter_fallback(f"WebSocket down after {event.attempts} attempts")
-                elif kind in (Disconnected, StreamRecovered):
-                    pass  # the socket thread logged it; starvation logic decides the mode
-            self._timers()
-        log.info("stopping: entries disabled")
+                self.handle(event)
+        else:
+            self.stop_event.wait(timeout)
+        self._timers()
+
+    def handle(self, event: Any) -> None:
+        """Dispatch one event from the socket thread (by exact type: this is the hot path)."""
+        import hyperliquid_websocket as _ev  # imported once; later calls hit sys.modules
+        kind = type(event)
+        if kind is _ev.Trade:
+            if event.coin == self.symbol:
+                self._on_market_data()
+                self.trades_seen += 1
+                self.candles.add_trade(event.price, event.size, event.time_ms)
+                self.on_price(event.price, "websocket")
+        elif kind is _ev.Fill:
+            self._on_fill(event)
+        elif kind is _ev.OrderUpdate:
+            self._on_order_update(event)
+        elif kind in (_ev.L2Book, _ev.Bbo, _ev.Mids):
+            self._on_market_data()
+        elif kind is _ev.Connected:
+            self._on_connected()
+        elif kind is _ev.StreamDown:
+            self._enter_fallback(f"WebSocket down after {event.attempts} attempts")
+        # Disconnected / StreamRecovered / SubscriptionFailed: the socket thread logged them; the
+        # starvation rule decides the mode from data actually arriving.
 
     def _next_wait(self) -> float:
         now = self.clock()
