@@ -1,0 +1,175 @@
+"""Order state machine, SQLite state, instance lock, journal report, health endpoint."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from decimal import Decimal as D
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from health import HealthServer
+from orders import TERMINAL, TRANSITIONS, InvalidTransition, OrderRecord
+from state import InstanceLock, SavedPosition, StateError, StateStore, format_report, journal_report
+
+STATUSES = sorted(TRANSITIONS)
+
+
+def _record(**kw: object) -> OrderRecord:
+    base = dict(cloid="0x" + "1" * 32, coin="BTC", side="buy", size=D("0.01"), limit_px=D("50000"),
+                reduce_only=False, purpose="entry", created_ms=1)
+    base.update(kw)
+    return OrderRecord.new(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("src", STATUSES)
+@pytest.mark.parametrize("dst", STATUSES)
+def test_transition_table(src: str, dst: str) -> None:
+    rec = OrderRecord(**{**_record().__dict__, "status": src})
+    if dst == src or dst in TRANSITIONS[src]:
+        assert rec.to(dst, 2).status == dst
+    else:
+        with pytest.raises(InvalidTransition):
+            rec.to(dst, 2)
+
+
+def test_terminal_statuses_never_change() -> None:
+    for status in TERMINAL:
+        assert TRANSITIONS[status] == frozenset()
+
+
+@pytest.mark.parametrize("exchange,ours", [
+    ("filled", "filled"), ("open", "resting"), ("canceled", "canceled"), ("marginCanceled", "canceled"),
+    ("rejected", "rejected"), ("minTradeNtlRejected", "rejected"), ("unknownOid", "rejected"),
+])
+def test_resolved_by_exchange_status(exchange: str, ours: str) -> None:
+    assert _record().resolved_by_status(exchange, 5).status == ours
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    s = StateStore(str(tmp_path / "state" / "bot.db"))
+    s.open()
+    yield s
+    s.close()
+
+
+def test_position_round_trip_survives_reopen(store: StateStore) -> None:
+    pos = SavedPosition("BTC", "long", D("0.004"), D("50000.5"), D("50100"), 123, ("0x" + "a" * 32,))
+    store.save_position(pos)
+    store.close()
+    store.open()
+    assert store.load_position() == pos
+    store.clear_position()
+    assert store.load_position() is None
+
+
+def test_orders_saved_and_filtered(store: StateStore) -> None:
+    rec = _record()
+    store.save_order(rec)
+    store.save_order(_record(cloid="0x" + "2" * 32).filled_by_result(D("0.01"), D("50001"), 3))
+    assert store.order(rec.cloid) == rec
+    assert [r.cloid for r in store.orders(statuses=("pending",))] == [rec.cloid]
+    assert store.orders(statuses=("filled",))[0].avg_px == D("50001")
+
+
+def test_fills_deduplicated_by_tid(store: StateStore) -> None:
+    args = dict(coin="BTC", px=D("50000"), size=D("0.01"), side="buy", time_ms=10, oid=1, cloid=None,
+                fee=D("0.2"), closed_pnl=D("0"), paper=False)
+    assert store.record_fill(tid="7", **args) is True
+    assert store.record_fill(tid="7", **args) is False
+    assert store.record_fill(tid="8", **{**args, "time_ms": 20}) is True
+    assert len(store.fills()) == 2 and store.last_fill_time_ms() == 20
+
+
+def test_corrupt_file_is_refused_not_reset(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StateError) as err:
+        StateStore(str(path)).open()
+    assert str(path) in str(err.value)
+    assert path.read_bytes().startswith(b"this is not sqlite")
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE customers (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError) as err:
+        StateStore(str(path)).open()
+    assert "not an hlbot state file" in str(err.value)
+
+
+def test_instance_lock_held_by_another_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "bot.db.lock")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r); from state import InstanceLock; "
+        "l = InstanceLock(%r); assert l.acquire(); print('held', flush=True); sys.stdin.read()")
+        % (str(Path(__file__).resolve().parents[2]), path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = InstanceLock(path)
+        assert lock.acquire() is False
+        assert lock.holder_pid() == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = InstanceLock(path)
+    assert lock.acquire() is True  # the OS released it with the process
+    lock.release()
+
+
+def test_journal_report_round_trips(store: StateStore) -> None:
+    fills = [  # long 0.02 @100 -> close @110 (win); short 0.01 @110 -> close @120 (loss)
+        ("1", "buy", "0.01", "100"), ("2", "buy", "0.01", "100"), ("3", "sell", "0.02", "110"),
+        ("4", "sell", "0.01", "110"), ("5", "buy", "0.01", "120"),
+    ]
+    for i, (tid, side, size, px) in enumerate(fills):
+        store.record_fill(tid=tid, coin="BTC", px=D(px), size=D(size), side=side, time_ms=1000 * (i + 1),
+                          oid=None, cloid=None, fee=D("0.01"), closed_pnl=None, paper=True)
+    report = journal_report(store)
+    assert [(t.side, t.size, t.pnl) for t in report.trades] == [("long", D("0.02"), D("0.20")),
+                                                               ("short", D("0.01"), D("-0.10"))]
+    assert report.fees == D("0.05") and report.net_pnl == D("0.05") and report.win_rate == 0.5
+    text = format_report(report)
+    assert "win rate: 50.0%" in text and "closed trades: 2" in text
+
+
+SNAPSHOT = {"status": "ok", "uptime_s": 1.0, "symbol": "BTC", "current_price": 50000.0,
+            "price_source": "websocket", "price_age_s": 0.1,
+            "websocket": {"enabled": True, "connected": True, "subscriptions": 2, "last_message_age_s": 0.1,
+                          "reconnects": 0, "fallback": False}, "position": None}
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_health_endpoint_status_codes_and_metrics() -> None:
+    current = {"snap": MappingProxyType(SNAPSHOT)}
+    server = HealthServer("127.0.0.1", 0, lambda: current["snap"])
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        status, body = _get(base + "/health")
+        assert status == 200 and json.loads(body) == SNAPSHOT
+        current["snap"] = MappingProxyType({**SNAPSHOT, "status": "degraded"})
+        assert _get(base + "/health")[0] == 503
+        status, body = _get(base + "/metrics")
+        assert status == 200
+        assert b"hlbot_up 0.0" in body and b"hlbot_current_price 50000.0" in body
+        assert b"hlbot_websocket_connected 1.0" in body
+        assert _get(base + "/nope")[0] == 404
+    finally:
+        server.stop()
