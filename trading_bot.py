@@ -37,6 +37,7 @@ HEALTH_PUBLISH_EVERY_S = 0.25  # how fresh the health snapshot is
 RECONCILE_EVERY_S = 60.0       # periodic check of the position against the exchange
 EXIT_RETRY_BASE_S = 0.5        # a rejected exit is retried with backoff from this delay
 ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
+ENTRY_COOLDOWN_S = 5.0         # no new entry this soon after a position closed (no churn)
 MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
 
 
@@ -97,6 +98,7 @@ class TradingBot:
         self.next_poll = clock()
         self.position: OpenPosition | None = None
         self.entries_enabled = True
+        self.entry_blocked_until = 0.0
         self.next_exit_attempt = 0.0
         self.exit_failures = 0
         self.last_entry_eval = 0.0
@@ -275,9 +277,15 @@ class TradingBot:
             return
         log.info("position closed by %s: %s %s at %s (entry %s)", decision.reason, pos.side, filled,
                  avg_px, pos.entry_px)
-        self._cancel_protective(pos)
+        self._closed()
+
+    def _closed(self) -> None:
+        """The position is gone (our exit, or the exchange's stop): forget it, pause entries."""
+        if self.position is not None:
+            self._cancel_protective(self.position)
         self.position = None
         self.store.clear_position()
+        self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
 
     def _exit_failed(self, why: str) -> None:
         self.exit_failures += 1
@@ -289,7 +297,7 @@ class TradingBot:
     # ---- entries ---------------------------------------------------------------------------
 
     def _maybe_enter(self, now: float) -> None:
-        if not self.entries_enabled:
+        if not self.entries_enabled or now < self.entry_blocked_until:
             return
         closed = self.candles.closed_count
         if closed == self.last_closed_candles and now - self.last_entry_eval < ENTRY_EVAL_EVERY_S:
@@ -510,9 +518,7 @@ class TradingBot:
                 log.warning("%s: the exchange has no %s position but we had %s %s; it was closed "
                             "outside the bot (exchange-side stop?); adopting flat", reason, self.symbol,
                             pos.side, pos.size)
-                self._cancel_protective(pos)
-                self.position = None
-                self.store.clear_position()
+                self._closed()
             return
         side: Literal["long", "short"] = "long" if ours.size > 0 else "short"
         size = abs(ours.size)
@@ -677,8 +683,20 @@ def run_bot(settings: Settings, key: bytes | None) -> int:
                 log.exception("shutdown step failed")
 
 
-def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threading.Event,
-         cleanup: list[Callable[[], None]]) -> int:
+class StartError(Exception):
+    """Start-up cannot go on; `code` is the exit status (1 exchange unreachable, 2 bad setup)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: threading.Event,
+              cleanup: list[Callable[[], None]]) -> TradingBot:
+    """Wire everything up to, not including, starting the WebSocket and health threads.
+
+    Appends the matching shutdown steps to `cleanup` (run in reverse order by the caller).
+    """
     import secrets
 
     from exits import ExitRules
@@ -701,11 +719,9 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
         rest_url, ws_url = sim.rest_url, sim.ws_url
         log.info("network local: embedded simulator at %s", rest_url)
     if key is None:
-        if settings.network != "local":
-            if not settings.dry_run:
-                log.error("no private key: set %s or account.private_key_file (needed to trade on %s)",
-                          settings.account.private_key_env, settings.network)
-                return 2
+        if settings.network != "local" and not settings.dry_run:
+            raise StartError(2, f"no private key: set {settings.account.private_key_env} or "
+                                f"account.private_key_file (needed to trade on {settings.network})")
         key = secrets.token_bytes(32)
         log.info("no private key configured: using a throwaway key")
     signer = L1Signer(key, is_mainnet=settings.is_mainnet)
@@ -719,28 +735,24 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
     cleanup.append(rest.close)
     try:
         meta = rest.meta()
-        asset = meta.asset(settings.symbol)
+        meta.asset(settings.symbol)
     except HyperliquidError as exc:
-        log.error("cannot reach the exchange at %s: %s", rest_url, exc)
-        return 1
+        raise StartError(1, f"cannot reach the exchange at {rest_url}: {exc}") from exc
     except KeyError:
-        log.error("symbol %s is not listed on %s", settings.symbol, settings.network)
-        return 2
+        raise StartError(2, f"symbol {settings.symbol} is not listed on {settings.network}") from None
     if settings.dry_run:
         exchange: Any = PaperExchange(lambda coin: meta.asset(coin).sz_decimals)
     else:
         exchange = rest
         try:
             rest.update_leverage(settings.symbol, settings.trading.leverage, is_cross=True)
-            log.info("leverage set to %dx cross on %s", settings.trading.leverage, settings.symbol)
         except HyperliquidError as exc:
-            log.error("could not set leverage: %s", exc)
-            return 1
+            raise StartError(1, f"could not set leverage: {exc}") from exc
+        log.info("leverage set to %dx cross on %s", settings.trading.leverage, settings.symbol)
     try:
         strategy = build_strategy(settings.strategy.name, dict(settings.strategy.params))
     except ValueError as exc:
-        log.error("strategy: %s", exc)
-        return 2
+        raise StartError(2, f"strategy: {exc}") from exc
     tr = settings.trading
     exit_rules = ExitRules(tr.stop_loss_pct, tr.take_profit_pct, tr.trailing_stop_pct, tr.trailing_offset_pct)
     guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)
@@ -759,11 +771,22 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
             max_reconnect_attempts=ws.max_reconnect_attempts, ping_interval_s=ws.ping_interval,
             pong_timeout_s=ws.pong_timeout, data_timeout_s=ws.data_timeout,
             subscribe_timeout_s=ws.subscribe_timeout)
+        cleanup.append(ws_client.stop)
 
     bot = TradingBot(settings, rest, exchange, store, strategy, exit_rules, guard, events, ws_client,
                      signer.address, stop_event)
     _warm_up(bot, rest, settings)
     bot.reconcile_at_start()
+    return bot
+
+
+def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threading.Event,
+         cleanup: list[Callable[[], None]]) -> int:
+    try:
+        bot = build_bot(settings, key, store, stop_event, cleanup)
+    except StartError as exc:
+        log.error("%s", exc)
+        return exc.code
     if settings.health.enabled:
         from health import HealthServer
         health = HealthServer(settings.health.host, settings.health.port, bot.health_snapshot)
@@ -774,9 +797,8 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
         except OSError as exc:
             log.error("health endpoint not started on %s:%d: %s", settings.health.host,
                       settings.health.port, exc)
-    if ws_client is not None:
-        ws_client.start()
-        cleanup.append(ws_client.stop)
+    if bot.ws is not None:
+        bot.ws.start()
     else:
         log.info("WebSocket disabled: polling REST prices every %.0fs", settings.check_interval)
     bot.publish_health()
