@@ -1,0 +1,624 @@
+"""The WebSocket thread: one websocket-client connection to Hyperliquid, parsed events on a queue.
+
+Owns: connect, subscribe (trades first) and confirm every subscription, ping when quiet, detect a
+dead or silent connection (pong and data deadlines), reconnect with capped, jittered exponential
+backoff, resubscribe on every connect, and put typed, immutable events on a bounded queue.
+Must not: run trading logic or call into the bot; block on the queue (a stuck consumer never
+stops reads or pings); drop a fill, order update or connection event; let a bad price through.
+Only this thread touches the socket.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import websocket
+
+log = logging.getLogger("websocket")
+
+GREETING = "Websocket connection established."
+_RECV_POLL_S = 0.2  # socket read timeout: bounds how fast stop() and deadlines are noticed
+
+
+# ---- events ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    coin: str
+    price: Decimal
+    size: Decimal
+    side: Literal["buy", "sell"]
+    time_ms: int
+    tid: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class L2Book:
+    coin: str
+    bids: tuple[tuple[Decimal, Decimal, int], ...]
+    asks: tuple[tuple[Decimal, Decimal, int], ...]
+    time_ms: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bbo:
+    coin: str
+    bid: Decimal | None
+    ask: Decimal | None
+    time_ms: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mids:
+    mids: Mapping[str, Decimal]
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    coin: str
+    price: Decimal
+    size: Decimal
+    side: Literal["buy", "sell"]
+    time_ms: int
+    oid: int
+    tid: int
+    cloid: str | None
+    fee: Decimal
+    closed_pnl: Decimal
+    direction: str
+    start_position: Decimal | None
+    crossed: bool
+    is_snapshot: bool
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    coin: str
+    side: Literal["buy", "sell"]
+    limit_px: Decimal
+    size: Decimal
+    orig_size: Decimal
+    oid: int
+    cloid: str | None
+    status: str
+    status_time_ms: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class NonUserCancel:
+    coin: str
+    oid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    attempt: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDown:
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecovered:
+    down_for_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFailed:
+    subscription: Mapping[str, Any]
+    reason: str
+
+
+_MARKET = (Trade, L2Book, Bbo, Mids)
+_SIDE = {"B": "buy", "A": "sell"}
+
+
+# ---- parsing (pure) ---------------------------------------------------------------------------
+
+class _BadItem(ValueError):
+    pass
+
+
+def _price(value: Any) -> Decimal:
+    try:
+        d = Decimal(value) if isinstance(value, str) else Decimal(str(value))
+    except (InvalidOperation, TypeError, ValueError):
+        raise _BadItem("price") from None
+    if not d.is_finite() or d <= 0:
+        raise _BadItem("price")
+    return d
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        d = Decimal(value) if isinstance(value, str) else Decimal(str(value))
+    except (InvalidOperation, TypeError, ValueError):
+        raise _BadItem("amount") from None
+    if not d.is_finite():
+        raise _BadItem("amount")
+    return d
+
+
+def _size(value: Any) -> Decimal:
+    d = _amount(value)
+    if d < 0:
+        raise _BadItem("size")
+    return d
+
+
+def _trade(t: Mapping[str, Any], recv_ns: int) -> Trade:
+    try:
+        return Trade(t["coin"], _price(t["px"]), _size(t["sz"]), _SIDE[t["side"]], int(t["time"]),
+                     int(t["tid"]), recv_ns)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _BadItem("trade") from exc
+
+
+def _fill(f: Mapping[str, Any], snapshot: bool, recv_ns: int) -> Fill:
+    try:
+        start = f.get("startPosition")
+        return Fill(f["coin"], _price(f["px"]), _size(f["sz"]), _SIDE[f["side"]], int(f["time"]),
+                    int(f["oid"]), int(f["tid"]), f.get("cloid"), _amount(f.get("fee", "0")),
+                    _amount(f.get("closedPnl", "0")), str(f.get("dir", "")),
+                    None if start is None else _amount(start), bool(f.get("crossed", False)),
+                    snapshot, recv_ns)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _BadItem("fill") from exc
+
+
+def _order_update(u: Mapping[str, Any], recv_ns: int) -> OrderUpdate:
+    try:
+        o = u["order"]
+        return OrderUpdate(o["coin"], _SIDE[o["side"]], _price(o["limitPx"]), _size(o["sz"]),
+                           _size(o.get("origSz", o["sz"])), int(o["oid"]), o.get("cloid"), str(u["status"]),
+                           int(u.get("statusTimestamp", 0)), recv_ns)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _BadItem("orderUpdate") from exc
+
+
+def _level(level: Mapping[str, Any]) -> tuple[Decimal, Decimal, int]:
+    return _price(level["px"]), _size(level["sz"]), int(level.get("n", 0))
+
+
+@dataclass
+class ParseResult:
+    """What one frame gave: events, control messages, and counted problems by kind."""
+
+    events: list[Any] = field(default_factory=list)
+    ack: Mapping[str, Any] | None = None
+    pong: bool = False
+    errors: list[str] = field(default_factory=list)
+    error_text: str | None = None
+
+
+def parse_frame(text: str, recv_ns: int) -> ParseResult:
+    """Parse one text frame into typed events. Never raises; problems are returned by kind.
+
+    A real trades frame:
+    ``{"channel":"trades","data":[{"coin":"BTC","side":"B","px":"97123.0","sz":"0.0015",
+    "hash":"0x…","time":1733800000123,"tid":84356734567,"users":["0x…","0x…"]}]}``
+    """
+    result = ParseResult()
+    if text == GREETING:
+        result.errors.append("greeting")
+        return result
+    try:
+        msg = json.loads(text)
+        channel = msg["channel"]
+        data = msg.get("data")
+    except (ValueError, TypeError, KeyError):
+        result.errors.append("malformed_json")
+        return result
+    try:
+        if channel == "trades":
+            for item in data:
+                try:
+                    result.events.append(_trade(item, recv_ns))
+                except _BadItem:
+                    result.errors.append("bad_trade")
+        elif channel == "bbo":
+            bid, ask = data["bbo"]
+            result.events.append(Bbo(data["coin"], None if bid is None else _price(bid["px"]),
+                                     None if ask is None else _price(ask["px"]), int(data["time"]), recv_ns))
+        elif channel == "l2Book":
+            bids, asks = data["levels"]
+            result.events.append(L2Book(data["coin"], tuple(_level(x) for x in bids),
+                                        tuple(_level(x) for x in asks), int(data["time"]), recv_ns))
+        elif channel == "allMids":
+            mids = {}
+            for coin, px in data["mids"].items():
+                try:
+                    mids[coin] = _price(px)
+                except _BadItem:
+                    result.errors.append("bad_mid")
+            result.events.append(Mids(mids, recv_ns))
+        elif channel == "userFills":
+            snapshot = bool(data.get("isSnapshot", False))
+            for item in data["fills"]:
+                try:
+                    result.events.append(_fill(item, snapshot, recv_ns))
+                except _BadItem:
+                    result.errors.append("bad_fill")
+        elif channel == "orderUpdates":
+            for item in data:
+                try:
+                    result.events.append(_order_update(item, recv_ns))
+                except _BadItem:
+                    result.errors.append("bad_order_update")
+        elif channel == "user":
+            for item in data.get("fills", ()):
+                try:
+                    result.events.append(_fill(item, False, recv_ns))
+                except _BadItem:
+                    result.errors.append("bad_fill")
+            for item in data.get("nonUserCancel", ()):
+                result.events.append(NonUserCancel(item["coin"], int(item["oid"])))
+        elif channel == "subscriptionResponse":
+            result.ack = data
+        elif channel == "pong":
+            result.pong = True
+        elif channel == "error":
+            result.errors.append("error_channel")
+            result.error_text = str(data)[:200]
+        else:
+            result.errors.append("unknown_channel")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        result.errors.append(f"bad_{channel}" if isinstance(channel, str) else "malformed_json")
+    return result
+
+
+# ---- backoff (pure) ---------------------------------------------------------------------------
+
+class Backoff:
+    """Exponential delay from `base_s`, doubled per failure, capped at `cap_s`, with proportional
+    jitter: each delay is drawn in [d * (1 - jitter), d] so a crowd of clients spreads out and the
+    cap is never exceeded."""
+
+    def __init__(self, base_s: float, cap_s: float, jitter: float = 0.2,
+                 rng: Callable[[], float] = random.random) -> None:
+        if base_s <= 0 or cap_s < base_s or not 0 <= jitter < 1:
+            raise ValueError("Backoff needs 0 < base_s <= cap_s and 0 <= jitter < 1")
+        self.base_s, self.cap_s, self.jitter, self._rng = base_s, cap_s, jitter, rng
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        nominal = min(self.cap_s, self.base_s * 2 ** min(self.failures, 60))
+        self.failures += 1
+        return nominal * (1 - self.jitter * self._rng())
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+# ---- the client -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WsStats:
+    connected: bool
+    subscriptions_confirmed: int
+    subscriptions_total: int
+    last_message_age_s: float | None
+    reconnects: int
+    consecutive_failures: int
+    fallback: bool
+    dropped_market_data: int
+    parse_errors_total: int
+    parse_errors: Mapping[str, int]
+    messages_received: int
+    pending_priority: int
+
+
+def _describe(sub: Mapping[str, Any]) -> str:
+    target = sub.get("coin") or sub.get("user") or ""
+    if isinstance(target, str) and target.startswith("0x") and len(target) > 12:
+        target = f"{target[:6]}…{target[-4:]}"
+    return f"{sub.get('type')} for {target}".rstrip(" for")
+
+
+def _sub_key(sub: Mapping[str, Any]) -> str:
+    return json.dumps(sub, sort_keys=True, separators=(",", ":"))
+
+
+class _Dead(Exception):
+    """The connection must be dropped and re-opened; the message says why."""
+
+
+class HyperliquidWebSocketClient:
+    """One connection in one named thread; events go to `out_queue` (bounded, never blocking)."""
+
+    def __init__(self, url: str, subscriptions: Sequence[Mapping[str, Any]], out_queue: "queue.Queue[Any]", *,
+                 reconnect_interval_s: float = 5.0, max_backoff_s: float = 60.0, max_reconnect_attempts: int = 10,
+                 ping_interval_s: float = 30.0, pong_timeout_s: float = 10.0, data_timeout_s: float = 20.0,
+                 subscribe_timeout_s: float = 5.0, healthy_after_s: float = 30.0, max_frame_bytes: int = 1 << 20,
+                 clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] | None = None,
+                 name: str = "hl-websocket") -> None:
+        # trades first: the core feed is flowing before anything else is asked for
+        self.subscriptions = sorted((dict(s) for s in subscriptions), key=lambda s: s.get("type") != "trades")
+        self.url = url
+        self.out = out_queue
+        self.backoff = Backoff(reconnect_interval_s, max(max_backoff_s, reconnect_interval_s), rng=rng or random.random)
+        self.max_attempts = max_reconnect_attempts
+        self.ping_interval_s = ping_interval_s
+        self.pong_timeout_s = pong_timeout_s
+        self.data_timeout_s = data_timeout_s
+        self.subscribe_timeout_s = subscribe_timeout_s
+        self.healthy_after_s = healthy_after_s
+        self.max_frame_bytes = max_frame_bytes
+        self.clock = clock
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ws: websocket.WebSocket | None = None
+        self._lock = threading.Lock()
+        self._priority: collections.deque[Any] = collections.deque()
+        # stats (written by the socket thread under the lock)
+        self._connected = False
+        self._confirmed: set[str] = set()
+        self._last_message: float | None = None
+        self._reconnects = 0
+        self._failures = 0
+        self._fallback = False
+        self._down_since: float | None = None
+        self._dropped = 0
+        self._errors: dict[str, int] = {}
+        self._messages = 0
+        self._last_drop_log = 0.0
+        self._last_error_log: dict[str, float] = {}
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.abort()  # wakes a blocked recv/connect at once
+            except Exception:  # noqa: BLE001 - best effort on teardown
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def stats(self) -> WsStats:
+        now = self.clock()
+        with self._lock:
+            return WsStats(
+                connected=self._connected, subscriptions_confirmed=len(self._confirmed),
+                subscriptions_total=len(self.subscriptions),
+                last_message_age_s=None if self._last_message is None else now - self._last_message,
+                reconnects=self._reconnects, consecutive_failures=self._failures, fallback=self._fallback,
+                dropped_market_data=self._dropped, parse_errors_total=sum(self._errors.values()),
+                parse_errors=dict(self._errors), messages_received=self._messages,
+                pending_priority=len(self._priority))
+
+    # ---- the thread ----
+
+    def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            session_start = self.clock()
+            try:
+                self._session(attempt)
+                reason = "closed by server"
+            except _Dead as exc:
+                reason = str(exc)
+            except (websocket.WebSocketException, OSError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            finally:
+                self._close()
+            if self._stop.is_set():
+                break
+            was_connected = self._mark_disconnected(reason)
+            if was_connected and self.clock() - session_start >= self.healthy_after_s:
+                self.backoff.reset()
+                with self._lock:
+                    self._failures = 0
+            with self._lock:
+                self._failures += 1
+                failures = self._failures
+            if failures >= self.max_attempts and not self._fallback:
+                with self._lock:
+                    self._fallback = True
+                    self._down_since = self.clock()
+                log.warning("WebSocket down after %d consecutive failures; the bot falls back to REST", failures)
+                self._emit(StreamDown(failures, reason))
+            delay = self.backoff.next_delay()
+            log.info("Reconnecting in %.1fs (attempt %d/%d)...", delay, failures, self.max_attempts)
+            if self._stop.wait(delay):
+                break
+            with self._lock:
+                self._reconnects += 1
+        with self._lock:
+            self._connected = False
+
+    def _session(self, attempt: int) -> None:
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+        self._ws = ws
+        ws.settimeout(min(10.0, max(1.0, self.data_timeout_s)))
+        ws.connect(self.url, suppress_origin=True)
+        if self._stop.is_set():
+            return
+        ws.settimeout(_RECV_POLL_S)
+        now = self.clock()
+        with self._lock:
+            self._connected = True
+            self._confirmed = set()
+            self._last_message = now
+        log.info("WebSocket connected successfully")
+        self._emit(Connected(attempt, time.monotonic_ns()))
+        pending: dict[str, tuple[dict[str, Any], float, int]] = {}
+        for sub in self.subscriptions:
+            self._send(ws, {"method": "subscribe", "subscription": sub})
+            pending[_sub_key(sub)] = (sub, now, 1)
+        last_sent = now
+        last_rx = now
+        ping_sent_at: float | None = None
+        recovered = False
+        while not self._stop.is_set():
+            self._flush_priority()
+            try:
+                opcode, payload = ws.recv_data(control_frame=False)
+            except websocket.WebSocketTimeoutException:
+                opcode, payload = None, b""
+            now = self.clock()
+            if opcode is not None:
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    raise _Dead("WebSocket connection closed")
+                last_rx = now
+                self._on_payload(opcode, payload, pending)
+            # liveness: deadlines on data and pongs, not on connection state
+            if now - last_rx > self.data_timeout_s:
+                raise _Dead(f"no message for {self.data_timeout_s:.1f}s")
+            if ping_sent_at is not None and last_rx >= ping_sent_at:
+                ping_sent_at = None
+            if ping_sent_at is not None and now - ping_sent_at > self.pong_timeout_s:
+                raise _Dead(f"no pong within {self.pong_timeout_s:.1f}s")
+            if now - last_sent >= self.ping_interval_s or (ping_sent_at is None and now - last_rx >= self.ping_interval_s):
+                self._send(ws, {"method": "ping"})
+                last_sent = now
+                if ping_sent_at is None:
+                    ping_sent_at = now
+            for key, (sub, sent_at, tries) in list(pending.items()):
+                if now - sent_at < self.subscribe_timeout_s:
+                    continue
+                if tries == 1:
+                    log.warning("subscription %s not confirmed in %.1fs; re-sending", _describe(sub),
+                                self.subscribe_timeout_s)
+                    self._send(ws, {"method": "subscribe", "subscription": sub})
+                    last_sent = now
+                    pending[key] = (sub, now, 2)
+                else:
+                    log.warning("subscription %s failed: no confirmation", _describe(sub))
+                    self._emit(SubscriptionFailed(sub, "not confirmed"))
+                    del pending[key]
+            if not recovered and not pending and self._fallback:
+                recovered = True
+                with self._lock:
+                    down_for = self.clock() - (self._down_since or self.clock())
+                    self._fallback = False
+                    self._failures = 0
+                self.backoff.reset()
+                log.info("WebSocket stream healthy again after %.1fs down", down_for)
+                self._emit(StreamRecovered(down_for))
+
+    def _on_payload(self, opcode: int, payload: bytes, pending: dict[str, Any]) -> None:
+        with self._lock:
+            self._messages += 1
+            self._last_message = self.clock()
+        if opcode != websocket.ABNF.OPCODE_TEXT:
+            self._count("binary_frame")
+            return
+        if len(payload) > self.max_frame_bytes:
+            self._count("oversized_frame")
+            return
+        result = parse_frame(payload.decode("utf-8", "replace"), time.monotonic_ns())
+        for kind in result.errors:
+            if kind != "greeting":
+                self._count(kind, result.error_text)
+        if result.ack is not None:
+            sub = result.ack.get("subscription") if isinstance(result.ack, Mapping) else None
+            if isinstance(sub, Mapping):
+                key = _sub_key(sub)
+                if key in pending:
+                    del pending[key]
+                    with self._lock:
+                        self._confirmed.add(key)
+                    log.info("✅ Subscribed to WebSocket %s", _describe(sub))
+        for event in result.events:
+            self._emit(event)
+
+    def _emit(self, event: Any) -> None:
+        """Queue an event without ever blocking; only market data may be dropped."""
+        if type(event) in _MARKET:
+            if self._priority:
+                self._flush_priority()
+            try:
+                self.out.put_nowait(event)
+            except queue.Full:
+                with self._lock:
+                    self._dropped += 1
+                    dropped = self._dropped
+                now = self.clock()
+                if now - self._last_drop_log >= 10.0:
+                    self._last_drop_log = now
+                    log.warning("consumer lagging: queue full, %d market data event(s) dropped so far", dropped)
+            return
+        self._priority.append(event)
+        self._flush_priority()
+
+    def _flush_priority(self) -> None:
+        while self._priority:
+            try:
+                self.out.put_nowait(self._priority[0])
+            except queue.Full:
+                return
+            self._priority.popleft()
+
+    def _count(self, kind: str, detail: str | None = None) -> None:
+        with self._lock:
+            self._errors[kind] = self._errors.get(kind, 0) + 1
+            total = self._errors[kind]
+        now = self.clock()
+        if now - self._last_error_log.get(kind, -1e9) >= 10.0:
+            self._last_error_log[kind] = now
+            log.warning("ignored frame (%s)%s; %d so far", kind, f": {detail}" if detail else "", total)
+
+    def _send(self, ws: websocket.WebSocket, message: Mapping[str, Any]) -> None:
+        ws.send(json.dumps(message))
+
+    def _mark_disconnected(self, reason: str) -> bool:
+        with self._lock:
+            was = self._connected
+            self._connected = False
+            self._confirmed = set()
+        if was:
+            log.info("WebSocket connection closed")
+        log.warning("Error in WebSocket listener: %s", reason)
+        self._emit(Disconnected(reason, time.monotonic_ns()))
+        return was
+
+    def _close(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close(timeout=0.2)
+            except Exception:  # noqa: BLE001 - the socket may already be gone
+                try:
+                    ws.abort()
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+__all__ = ["Backoff", "Bbo", "Connected", "Disconnected", "Fill", "HyperliquidWebSocketClient", "L2Book",
+           "Mids", "NonUserCancel", "OrderUpdate", "ParseResult", "StreamDown", "StreamRecovered",
+           "SubscriptionFailed", "Trade", "WsStats", "parse_frame"]
