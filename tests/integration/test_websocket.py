@@ -1,0 +1,211 @@
+"""The WebSocket client against a loopback server: drop, stall, refusal, garbage, lag, stop."""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from decimal import Decimal as D
+from typing import Any, Callable
+
+import pytest
+
+from hyperliquid_websocket import (Connected, Disconnected, Fill, HyperliquidWebSocketClient, StreamDown,
+                                   StreamRecovered, SubscriptionFailed, Trade)
+from tests.integration.fake_ws import FakeExchange
+
+SUBS = [{"type": "bbo", "coin": "BTC"}, {"type": "trades", "coin": "BTC"}, {"type": "userFills", "user": "0x" + "1" * 40}]
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@pytest.fixture
+def server():
+    fake = FakeExchange().start()
+    yield fake
+    fake.stop()
+
+
+def client_for(server: FakeExchange, q: queue.Queue, **kw: Any) -> HyperliquidWebSocketClient:
+    opts = dict(reconnect_interval_s=0.05, max_backoff_s=0.2, max_reconnect_attempts=3, ping_interval_s=0.5,
+                pong_timeout_s=0.5, data_timeout_s=1.0, subscribe_timeout_s=0.5, healthy_after_s=0.5)
+    opts.update(kw)
+    return HyperliquidWebSocketClient(server.url, SUBS, q, **opts)
+
+
+def drain(q: queue.Queue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def test_subscribes_trades_first_acks_and_streams(server: FakeExchange, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q)
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        assert server.subscribes[0] == {"type": "trades", "coin": "BTC"}
+        server.trade("50000.5", 1)
+        wait_until(lambda: any(type(e) is Trade for e in list(q.queue)))
+        trade = next(e for e in drain(q) if type(e) is Trade)
+        assert trade.price == D("50000.5")
+        assert caplog.text.count("WebSocket connected successfully") == 1
+        assert "✅ Subscribed to WebSocket trades for BTC" in caplog.text
+        assert "userFills for 0x1111…1111" in caplog.text
+    finally:
+        client.stop()
+
+
+def test_quiet_connection_is_kept_alive_with_pings(server: FakeExchange) -> None:
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q, ping_interval_s=0.2, data_timeout_s=2.0)
+    client.start()
+    try:
+        wait_until(lambda: server.pings >= 3, 3)
+        assert server.connections == 1 and client.stats().connected
+    finally:
+        client.stop()
+
+
+def test_abrupt_drop_reconnects_and_resubscribes(server: FakeExchange, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q)
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        server.drop()
+        wait_until(lambda: server.connections == 2 and client.stats().subscriptions_confirmed == 3)
+        assert len(server.subscribes) == 6  # every subscription replayed
+        server.trade("50001", 2)
+        wait_until(lambda: any(type(e) is Trade for e in list(q.queue)))
+        kinds = [type(e) for e in drain(q)]
+        assert kinds.count(Connected) == 2 and Disconnected in kinds
+        assert "WebSocket connection closed" in caplog.text and "Reconnecting in" in caplog.text
+        assert client.stats().reconnects == 1
+    finally:
+        client.stop()
+
+
+def test_silent_server_is_detected_and_reconnected(server: FakeExchange) -> None:
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q, ping_interval_s=0.3, pong_timeout_s=0.5, data_timeout_s=1.0)
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        server.silent = True  # TCP stays open; no data, no pong
+        started = time.monotonic()
+        wait_until(lambda: any(type(e) is Disconnected for e in list(q.queue)), 3)
+        assert time.monotonic() - started < 1.5
+        reason = next(e for e in drain(q) if type(e) is Disconnected).reason
+        assert "pong" in reason or "no message" in reason
+        server.silent = False
+        wait_until(lambda: server.connections >= 2 and client.stats().subscriptions_confirmed == 3, 5)
+    finally:
+        client.stop()
+
+
+def test_refused_connections_signal_fallback_then_recovery(server: FakeExchange,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    server.refuse = True
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q, max_reconnect_attempts=3)
+    client.start()
+    try:
+        down = wait_until(lambda: next((e for e in list(q.queue) if type(e) is StreamDown), None), 5)
+        assert down.attempts == 3 and client.stats().fallback
+        assert "Reconnecting in" in caplog.text and "(attempt 1/3)..." in caplog.text
+        server.refuse = False
+        wait_until(lambda: any(type(e) is StreamRecovered for e in list(q.queue)), 5)
+        assert not client.stats().fallback
+        assert [type(e) for e in drain(q)].count(StreamDown) == 1
+    finally:
+        client.stop()
+
+
+def test_garbage_frames_never_crash_or_leak_bad_prices(server: FakeExchange) -> None:
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q)
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        server.send("{oops")
+        server.send(b"\x00\x01binary")
+        server.send(json.dumps({"channel": "trades", "data": [{"coin": "BTC", "side": "B", "px": "-3", "sz": "1",
+                                                               "time": 1, "tid": 5}]}))
+        server.send(json.dumps({"channel": "nope", "data": {}}))
+        server.send(json.dumps({"channel": "error", "data": "bad request"}))
+        server.send("x" * (2 << 20))  # oversized
+        server.trade("50000", 9)
+        wait_until(lambda: any(type(e) is Trade for e in list(q.queue)))
+        trades = [e for e in drain(q) if type(e) is Trade]
+        assert [t.tid for t in trades] == [9]
+        errors = client.stats().parse_errors
+        assert {"malformed_json", "binary_frame", "bad_trade", "unknown_channel", "error_channel",
+                "oversized_frame"} <= set(errors)
+        assert client.stats().connected
+    finally:
+        client.stop()
+
+
+def test_stuck_consumer_bounded_queue_keeps_fills_and_socket(server: FakeExchange) -> None:
+    q: queue.Queue = queue.Queue(20)
+    client = client_for(server, q, ping_interval_s=0.2, data_timeout_s=2.0)
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        drain(q)
+        for tid in range(200):
+            server.trade("50000", tid)
+        fill = {"coin": "BTC", "px": "50000", "sz": "0.01", "side": "B", "time": 1, "oid": 1, "tid": 999,
+                "fee": "0.1", "closedPnl": "0", "dir": "Open Long", "crossed": True, "hash": "0x"}
+        server.send(json.dumps({"channel": "userFills", "data": {"user": "0x1", "fills": [fill]}}))
+        wait_until(lambda: client.stats().dropped_market_data >= 180 and client.stats().pending_priority == 1)
+        pings_before = server.pings
+        wait_until(lambda: server.pings > pings_before, 2)  # the socket is alive while the consumer is stuck
+        assert q.qsize() == 20
+        drained = drain(q)
+        wait_until(lambda: not q.empty())
+        drained += drain(q)
+        assert any(type(e) is Fill and e.tid == 999 for e in drained)  # the fill was never dropped
+        assert client.stats().connected
+    finally:
+        client.stop()
+
+
+def test_unconfirmed_subscription_is_retried_then_reported(server: FakeExchange) -> None:
+    server.ack = False
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q, subscribe_timeout_s=0.2, data_timeout_s=5, ping_interval_s=0.5)
+    client.start()
+    try:
+        wait_until(lambda: sum(type(e) is SubscriptionFailed for e in list(q.queue)) == 3, 3)
+        assert len(server.subscribes) == 6  # each sent twice
+    finally:
+        client.stop()
+
+
+def test_stop_during_backoff_is_quick_and_leaks_no_thread(server: FakeExchange) -> None:
+    server.refuse = True
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q, reconnect_interval_s=30, max_backoff_s=60)
+    client.start()
+    wait_until(lambda: client.stats().consecutive_failures >= 1)
+    started = time.monotonic()
+    client.stop()
+    assert time.monotonic() - started < 2.0
+    assert not any(t.name == "hl-websocket" for t in threading.enumerate())
