@@ -493,7 +493,7 @@ class TradingBot:
         for f in fills:
             if f.coin != self.symbol:
                 continue
-            if self.store.record_fill(tid=str(f.tid), coin=f.coin, px=f.px, size=f.size, side=f.side,
+            if self.store.record_fill(tid=f.dedupe_key, coin=f.coin, px=f.px, size=f.size, side=f.side,
                                       time_ms=f.time_ms, oid=f.oid, cloid=f.cloid, fee=f.fee,
                                       closed_pnl=f.closed_pnl, paper=False):
                 added += 1
