@@ -740,6 +740,11 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
         raise StartError(1, f"cannot reach the exchange at {rest_url}: {exc}") from exc
     except KeyError:
         raise StartError(2, f"symbol {settings.symbol} is not listed on {settings.network}") from None
+    try:
+        account = rest.clearinghouse_state(signer.address)
+        log.info("account value %s USDC, %d open position(s)", account.account_value, len(account.positions))
+    except HyperliquidError as exc:
+        raise StartError(1, f"cannot read the account at {rest_url}: {exc}") from exc
     if settings.dry_run:
         exchange: Any = PaperExchange(lambda coin: meta.asset(coin).sz_decimals)
     else:

@@ -1,0 +1,37 @@
+"""`python -m hyperliquid_sim --host 127.0.0.1 --port 8765 [--seed N] [--chain testnet|mainnet]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from decimal import Decimal
+
+from .server import SimConfig, SimServer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m hyperliquid_sim", description="local Hyperliquid simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--chain", choices=("testnet", "mainnet"), default="testnet")
+    p.add_argument("--trade-rate", type=float, default=5.0, help="random-walk trades per second (0: none)")
+    p.add_argument("--volatility", type=float, default=0.0005, help="per-trade relative sigma")
+    p.add_argument("--initial-usdc", type=Decimal, default=Decimal("10000"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sim = SimServer(SimConfig(host=args.host, port=args.port, seed=args.seed, chain=args.chain,
+                              trade_rate_hz=args.trade_rate, volatility=args.volatility,
+                              initial_usdc=args.initial_usdc))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sim.start()
+    stop.wait()
+    sim.stop()
+    logging.getLogger("sim").info("simulator stopped")
+
+
+if __name__ == "__main__":
+    main()

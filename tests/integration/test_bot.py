@@ -1,0 +1,214 @@
+"""The bot end to end against the simulator on 127.0.0.1: entries, trailing exits, gaps,
+REST fallback and recovery, dry run, and the process-level contract (signals, instance lock)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from hyperliquid_sim import SimConfig, SimServer
+from settings import settings_from_dict
+from state import StateStore
+from trading_bot import TradingBot, build_bot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float, step: Callable[[], None] | None = None) -> Any:
+    """Poll `pred` (running `step` between polls, e.g. one bot loop turn) until true or deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        if step is not None:
+            step()
+        else:
+            time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@pytest.fixture
+def sim():
+    server = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": D("50000")}))
+    server.start()
+    yield server
+    server.stop()
+
+
+class Harness:
+    def __init__(self, bot: TradingBot, cleanup: list, store: StateStore) -> None:
+        self.bot, self.cleanup, self.store = bot, cleanup, store
+
+    def step(self) -> None:
+        self.bot.step(timeout_s=0.02)
+
+    def close(self) -> None:
+        for fn in reversed(self.cleanup):
+            fn()
+        self.store.close()
+
+
+def make_bot(sim: SimServer, tmp_path: Path, **over: Any) -> Harness:
+    doc: dict[str, Any] = {
+        "network": "local", "dry_run": False, "symbol": "BTC",
+        "api": {"rest_url": sim.rest_url},
+        "websocket": {"enabled": True, "reconnect_interval": 0.1, "max_backoff": 0.5, "stale_after": 1.0,
+                      "fallback_poll_interval": 0.1, "data_timeout": 2.0, "ping_interval": 1.0,
+                      "pong_timeout": 1.0, "subscribe_timeout": 1.0},
+        "trading": {"stop_loss_pct": 1.0, "take_profit_pct": 5.0, "trailing_stop_pct": 0.5,
+                    "order_size_usd": 200, "leverage": 3, "slippage_pct": 0.5},
+        "strategy": {"name": "always_long"},
+        "health": {"enabled": False},
+        "state": {"path": str(tmp_path / "bot.db")},
+    }
+    for section, values in over.items():
+        if isinstance(values, dict):
+            doc.setdefault(section, {}).update(values)
+        else:
+            doc[section] = values
+    settings = settings_from_dict(doc)
+    store = StateStore(settings.state.path)
+    store.open()
+    cleanup: list = []
+    bot = build_bot(settings, os.urandom(32), store, threading.Event(), cleanup)
+    if bot.ws is not None:
+        bot.ws.start()
+    return Harness(bot, cleanup, store)
+
+
+def orders_sent(sim: SimServer) -> list[dict]:
+    return [e for e in sim.exchange_log() if e["action"].get("type") == "order"]
+
+
+def test_long_entry_trailing_follows_then_exit_on_reversal(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        entry = h.bot.position.entry_px
+        for px in ("50100", "50300", "50500"):
+            sim.set_price("BTC", px)
+            wait_until(lambda px=px: h.bot.current_price == D(px), 5, h.step)
+        assert h.bot.position.trailing.high_water == D("50500")
+        saved = h.store.load_position()
+        assert saved is not None and saved.high_water == D("50500")  # restart-safe mark
+        sim.set_price("BTC", "50400")  # 0.2 % below the top: inside the 0.5 % trail
+        wait_until(lambda: h.bot.current_price == D("50400"), 5, h.step)
+        assert h.bot.position is not None
+        sim.set_price("BTC", "50200")  # 0.59 % below the top: trailing stop
+        wait_until(lambda: h.bot.position is None, 5, h.step)
+        sent = orders_sent(sim)
+        exit_order = sent[-1]["action"]["orders"][0]
+        assert exit_order["r"] is True and exit_order["b"] is False and "c" in exit_order
+        assert h.store.load_position() is None
+        assert entry > 0
+    finally:
+        h.close()
+
+
+class ShortOnce:
+    name = "short_once"
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def on_candles(self, candles, price, has_position):  # type: ignore[no-untyped-def]
+        if self.fired:
+            return None
+        self.fired = True
+        return "short"
+
+
+def test_short_stop_loss_on_a_gap(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path)
+    h.bot.strategy = ShortOnce()
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        assert h.bot.position.side == "short"
+        sim.set_price("BTC", "52000")  # gaps 4 % through the 1 % stop in one print
+        wait_until(lambda: h.bot.position is None, 5, h.step)
+        exit_order = orders_sent(sim)[-1]["action"]["orders"][0]
+        assert exit_order["b"] is True and exit_order["r"] is True
+        assert D(exit_order["p"]) >= D("52000")  # a buy-to-close IOC priced above the gap
+    finally:
+        h.close()
+
+
+def test_websocket_outage_falls_back_to_rest_and_recovers(sim: SimServer, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    h = make_bot(sim, tmp_path)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        sim.silence()  # TCP up, nothing flowing
+        wait_until(lambda: h.bot.fallback, 5, h.step)
+        assert "falling back to REST polling" in caplog.text
+        sim.set_price("BTC", "49000")  # only REST can see this: the stop must still fire
+        wait_until(lambda: h.bot.position is None, 5, h.step)
+        assert h.bot.price_source == "rest"
+        sim.unsilence()
+        sim.set_price("BTC", "49010")
+        wait_until(lambda: not h.bot.fallback, 15, lambda: (sim.set_price("BTC", "49010"), h.step()))
+        assert "WebSocket recovered; leaving REST fallback" in caplog.text
+    finally:
+        h.close()
+
+
+def test_dry_run_sends_no_exchange_request(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path, dry_run=True)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        sim.set_price("BTC", "49000")
+        wait_until(lambda: h.bot.position is None, 5, h.step)
+        assert sim.exchange_log() == []
+        paper = [f for f in h.store.fills() if f["paper"]]
+        assert len(paper) == 2 and {f["side"] for f in paper} == {"buy", "sell"}
+    finally:
+        h.close()
+
+
+def _config(tmp_path: Path, sim: SimServer) -> Path:
+    cfg = json.loads((ROOT / "config" / "config.example.json").read_text())
+    cfg["api"] = {"rest_url": sim.rest_url}
+    cfg["health"] = {"enabled": True, "host": "127.0.0.1", "port": 0}
+    cfg["logging"] = {"file": str(tmp_path / "bot.log"), "level": "INFO"}
+    cfg["state"] = {"path": str(tmp_path / "bot.db")}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_process_sigterm_exits_0_quickly_and_second_instance_exits_0(sim: SimServer, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    log_path = tmp_path / "bot.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "trading_bot.py"), "--config", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: log_path.exists() and "WebSocket connected successfully" in log_path.read_text(), 20)
+        second = subprocess.run([sys.executable, str(ROOT / "trading_bot.py"), "--config", str(cfg)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 0
+        assert f"another instance is running (pid {proc.pid}); exiting" in log_path.read_text()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 5
+        text = log_path.read_text()
+        assert "stopped cleanly" in text
+        assert text.count("WebSocket connected successfully") == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
