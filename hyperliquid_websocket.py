@@ -16,7 +16,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -39,6 +39,7 @@ class Trade:
     time_ms: int
     tid: int
     recv_ns: int
+    replay: bool = False  # part of the recent-trades snapshot sent right after subscribing
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +376,7 @@ class HyperliquidWebSocketClient:
         self._ws: websocket.WebSocket | None = None
         self._lock = threading.Lock()
         self._priority: collections.deque[Any] = collections.deque()
+        self._replay_coins: set[str] = set()
         # stats (written by the socket thread under the lock)
         self._connected = False
         self._confirmed: set[str] = set()
@@ -477,6 +479,8 @@ class HyperliquidWebSocketClient:
         log.info("WebSocket connected successfully")
         self._emit(Connected(attempt, time.monotonic_ns()))
         pending: dict[str, tuple[dict[str, Any], float, int]] = {}
+        # The first trades frame per coin on a new connection is the server's replay of recent trades.
+        self._replay_coins = {sub["coin"] for sub in self.subscriptions if sub.get("type") == "trades"}
         for sub in self.subscriptions:
             self._send(ws, {"method": "subscribe", "subscription": sub})
             pending[_sub_key(sub)] = (sub, now, 1)
@@ -554,7 +558,11 @@ class HyperliquidWebSocketClient:
                     with self._lock:
                         self._confirmed.add(key)
                     log.info("✅ Subscribed to WebSocket %s", _describe(sub))
-        for event in result.events:
+        events = result.events
+        if self._replay_coins and events and type(events[0]) is Trade and events[0].coin in self._replay_coins:
+            self._replay_coins.discard(events[0].coin)
+            events = [replace(e, replay=True) for e in events]
+        for event in events:
             self._emit(event)
 
     def _emit(self, event: Any) -> None:

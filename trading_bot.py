@@ -108,6 +108,7 @@ class TradingBot:
         self.last_publish = 0.0
         self.ws_connected_once = False
         self.trades_seen = 0
+        self._last_trade_ms = 0  # newest trade time folded into the candles
         self.mode = "websocket" if settings.websocket.enabled else "rest"
         self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
         self._meta = rest.meta().asset(self.symbol)
@@ -141,9 +142,15 @@ class TradingBot:
         if kind is _ev.Trade:
             if event.coin == self.symbol:
                 self._on_market_data()
+                if event.time_ms < self._last_trade_ms:
+                    return  # already folded in (a replay after a reconnect) or out of order
+                self._last_trade_ms = event.time_ms
                 self.trades_seen += 1
                 self.candles.add_trade(event.price, event.size, event.time_ms)
-                self.on_price(event.price, "websocket")
+                # The replay sent after (re)subscribing is history for the candles, not a live price:
+                # acting on it could fire a stop on a price from minutes ago.
+                if not event.replay:
+                    self.on_price(event.price, "websocket")
         elif kind is _ev.Fill:
             self._on_fill(event)
         elif kind is _ev.OrderUpdate:
@@ -727,7 +734,8 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
     signer = L1Signer(key, is_mainnet=settings.is_mainnet)
     del key
     log.info("account %s on %s (%s)", signer.address, settings.network,
-             "paper trading" if settings.dry_run else "live orders")
+             "paper trading" if settings.dry_run else
+             "orders to the local simulator" if settings.network == "local" else "live orders")
     if settings.live_trading:
         log.warning("LIVE TRADING ON MAINNET: orders use real money")
 

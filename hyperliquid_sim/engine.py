@@ -77,11 +77,24 @@ class Engine:
         self.orders: dict[int, Order] = {}
         self.by_cloid: dict[tuple[str, str], int] = {}
         self.history: dict[str, list[tuple[int, Decimal, Decimal]]] = {c: [] for c in self.coins}
+        self._backfill(history_minutes=200)
         self._done: dict[int, Order] = {}  # filled/canceled orders, for orderStatus
         self._oids = itertools.count(1000)
         self._tids = itertools.count(10**9)
 
     # ---- prices ----
+
+    def _backfill(self, history_minutes: int) -> None:
+        """A seeded past (one print per 10 s) ending at today's price, so candle warm-up has data."""
+        import time as _time
+        now = _time.time_ns() // 1_000_000
+        for coin in self.coins:
+            px = self.prices[coin]
+            rows = []
+            for i in range(history_minutes * 6):
+                rows.append((now - (i + 1) * 10_000, px, Decimal("0.1")))
+                px = round_price(px * (1 + Decimal(str(self.rng.gauss(0, self.volatility * 3)))), self.coins[coin][0])
+            self.history[coin] = list(reversed(rows))
 
     def account(self, user: str) -> Account:
         if user not in self.accounts:
