@@ -39,7 +39,7 @@ class Trade:
     time_ms: int
     tid: int
     recv_ns: int
-    replay: bool = False  # part of the recent-trades snapshot sent right after subscribing
+    replay: bool = False  # an older trade of the recent-trades replay sent right after subscribing
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +512,7 @@ class HyperliquidWebSocketClient:
                 last_sent = now
                 if ping_sent_at is None:
                     ping_sent_at = now
+            unconfirmed: list[str] = []
             for key, (sub, sent_at, tries) in list(pending.items()):
                 if now - sent_at < self.subscribe_timeout_s:
                     continue
@@ -525,6 +526,11 @@ class HyperliquidWebSocketClient:
                     log.warning("subscription %s failed: no confirmation", _describe(sub))
                     self._emit(SubscriptionFailed(sub, "not confirmed"))
                     del pending[key]
+                    unconfirmed.append(_describe(sub))
+            if unconfirmed:
+                # Pongs alone would keep this connection "alive" without the data we came for:
+                # start over on a fresh connection, which resubscribes everything.
+                raise _Dead(f"subscription not confirmed ({', '.join(unconfirmed)})")
             if not recovered and not pending and self._fallback:
                 recovered = True
                 with self._lock:
@@ -560,8 +566,11 @@ class HyperliquidWebSocketClient:
                     log.info("✅ Subscribed to WebSocket %s", _describe(sub))
         events = result.events
         if self._replay_coins and events and type(events[0]) is Trade and events[0].coin in self._replay_coins:
+            # The replay of recent trades: history for candles. Its newest trade is still the last
+            # price, and a first frame that was live (one trade, no replay sent) stays unmarked.
             self._replay_coins.discard(events[0].coin)
-            events = [replace(e, replay=True) for e in events]
+            newest = max(events, key=lambda e: (e.time_ms, e.tid))
+            events = [e if e is newest else replace(e, replay=True) for e in events]
         for event in events:
             self._emit(event)
 
