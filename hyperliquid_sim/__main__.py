@@ -1,9 +1,14 @@
-"""`python -m hyperliquid_sim --host 127.0.0.1 --port 8765 [--seed N] [--chain testnet|mainnet]`."""
+"""`python -m hyperliquid_sim --host 127.0.0.1 --port 8765 [--seed N] [--chain testnet|mainnet] [--replay FILE]`.
+
+`--port 0` picks a free port; the log line `simulator listening on http://HOST:PORT` names it.
+SIGINT or SIGTERM stops it and exits 0; a bad replay file exits 2 before listening.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 import threading
 from decimal import Decimal
 
@@ -19,15 +24,25 @@ def main() -> None:
     p.add_argument("--trade-rate", type=float, default=5.0, help="random-walk trades per second (0: none)")
     p.add_argument("--volatility", type=float, default=0.0005, help="per-trade relative sigma")
     p.add_argument("--initial-usdc", type=Decimal, default=Decimal("10000"))
+    p.add_argument("--replay", metavar="FILE", help='JSONL trades {"coin","px","sz","side","time"} to replay '
+                                                    "instead of the random walk")
+    p.add_argument("--replay-speed", type=float, default=1.0, help="2 replays twice as fast (default 1)")
     args = p.parse_args()
+    if args.replay_speed <= 0:
+        p.error("--replay-speed must be > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sim = SimServer(SimConfig(host=args.host, port=args.port, seed=args.seed, chain=args.chain,
                               trade_rate_hz=args.trade_rate, volatility=args.volatility,
-                              initial_usdc=args.initial_usdc))
+                              initial_usdc=args.initial_usdc, replay_path=args.replay,
+                              replay_speed=args.replay_speed))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sim.start()
+    try:
+        sim.start()
+    except (OSError, ValueError) as exc:
+        print(f"hyperliquid_sim: {exc}", file=sys.stderr)
+        sys.exit(2)
     stop.wait()
     sim.stop()
     logging.getLogger("sim").info("simulator stopped")

@@ -2,16 +2,19 @@
 
 Owns: a seeded random-walk price per coin, a synthetic book around it, accounts (USDC, positions
 with entry price, leverage, margin and unrealized PnL), orders (IOC/GTC/ALO limits, reduce-only,
-cloids, trigger TP/SL on the last price), fills with fees and unique trade ids, and nonce rules.
-Must not: do I/O. The server layer turns these results into wire frames.
+cloids, trigger TP/SL on the last price), fills with fees and unique trade ids, nonce rules,
+candles (history and the live one per interval), and parsing a recorded trade stream for replay.
+Must not: do I/O. The server layer reads files and turns these results into wire frames.
 """
 from __future__ import annotations
 
+import bisect
 import itertools
+import json
 import random
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable
 
 from signing import is_valid_price, is_valid_size, round_price
 
@@ -63,6 +66,79 @@ class Account:
     nonces: list[int] = field(default_factory=list)
 
 
+@dataclass
+class Candle:
+    """One OHLCV bucket `[start_ms, start_ms + interval_ms)`; prints update it in place."""
+    coin: str
+    interval_ms: int
+    start_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+
+    @classmethod
+    def from_rows(cls, coin: str, interval_ms: int, start_ms: int,
+                  rows: list[tuple[int, Decimal, Decimal]]) -> "Candle":
+        pxs = [px for _, px, _ in rows]
+        return cls(coin, interval_ms, start_ms, pxs[0], max(pxs), min(pxs), pxs[-1],
+                   sum((sz for _, _, sz in rows), Decimal(0)), len(rows))
+
+    def add(self, px: Decimal, size: Decimal) -> None:
+        self.high, self.low, self.close = max(self.high, px), min(self.low, px), px
+        self.volume += size
+        self.trades += 1
+
+    def wire(self, interval: str) -> dict[str, Any]:
+        """The `candle` channel / `candleSnapshot` shape: T is the bucket's last millisecond."""
+        return {"t": self.start_ms, "T": self.start_ms + self.interval_ms - 1, "s": self.coin, "i": interval,
+                "o": str(self.open), "c": str(self.close), "h": str(self.high), "l": str(self.low),
+                "v": str(self.volume), "n": self.trades}
+
+
+@dataclass(frozen=True)
+class ReplayTrade:
+    """One line of a recorded trade stream: `{"coin","px","sz","side","time"}` (see parse_replay)."""
+    coin: str
+    px: Decimal
+    size: Decimal
+    side: str  # "B" (buyer aggressed) or "A"
+    time_ms: int
+
+
+def parse_replay(lines: Iterable[str], coins: Iterable[str]) -> list[ReplayTrade]:
+    """JSONL trades in file order, e.g. `{"coin":"BTC","px":"50010.5","sz":"0.02","side":"B","time":1700000000000}`.
+
+    `px`/`sz` may be strings or numbers; blank lines are skipped. Times must not go backwards:
+    the replay keeps the recorded spacing, and a backwards step has no spacing to keep. Any bad
+    line is a ValueError naming its line number, so a broken recording fails at start, not midway.
+    """
+    known = set(coins)
+    out: list[ReplayTrade] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            trade = ReplayTrade(str(row["coin"]), Decimal(str(row["px"])), Decimal(str(row["sz"])),
+                                str(row["side"]), int(row["time"]))
+        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+            raise ValueError(f"replay line {number}: not a trade ({exc!r})") from exc
+        if trade.coin not in known:
+            raise ValueError(f"replay line {number}: coin {trade.coin} is not one of {sorted(known)}")
+        finite = trade.px.is_finite() and trade.size.is_finite()
+        if trade.side not in ("A", "B") or not finite or trade.px <= 0 or trade.size <= 0:
+            raise ValueError(f"replay line {number}: side must be A or B and px, sz > 0")
+        if out and trade.time_ms < out[-1].time_ms:
+            raise ValueError(f"replay line {number}: time goes backwards")
+        out.append(trade)
+    if not out:
+        raise ValueError("replay: no trades")
+    return out
+
+
 class Engine:
     def __init__(self, seed: int, coins: dict[str, tuple[int, int, Decimal]] | None = None,
                  start_prices: dict[str, Decimal] | None = None, volatility: float = 0.0005,
@@ -81,6 +157,9 @@ class Engine:
         self._done: dict[int, Order] = {}  # filled/canceled orders, for orderStatus
         self._oids = itertools.count(1000)
         self._tids = itertools.count(10**9)
+        # the live candle per (coin, interval_ms), kept only for intervals someone asked for:
+        # updating every interval on every print would cost the feed for nothing
+        self._live_candles: dict[tuple[str, int], Candle] = {}
 
     # ---- prices ----
 
@@ -122,7 +201,31 @@ class Engine:
         self.history[coin].append((now_ms, px, size))
         if len(self.history[coin]) > 200_000:
             del self.history[coin][:100_000]
+        self._roll_candles(coin, px, size, now_ms)
         return trade, self._cross_resting(coin, px, now_ms)
+
+    def _roll_candles(self, coin: str, px: Decimal, size: Decimal, now_ms: int) -> None:
+        for (c, step), candle in list(self._live_candles.items()):
+            if c != coin:
+                continue
+            if now_ms >= candle.start_ms + step:  # the bucket closed: this print opens the next
+                start = now_ms - now_ms % step
+                self._live_candles[(c, step)] = Candle(coin, step, start, px, px, px, px, size, 1)
+            else:
+                candle.add(px, size)
+
+    def latest_candle(self, coin: str, interval_ms: int) -> Candle | None:
+        """The bucket of the latest print (None before any); tracked live from the first ask on."""
+        key = (coin, interval_ms)
+        if key not in self._live_candles:
+            rows = self.history.get(coin) or []
+            if not rows:
+                return None
+            last = rows[-1][0]
+            start = last - last % interval_ms
+            first = bisect.bisect_left(rows, start, key=lambda row: row[0])
+            self._live_candles[key] = Candle.from_rows(coin, interval_ms, start, rows[first:])
+        return self._live_candles[key]
 
     def _cross_resting(self, coin: str, px: Decimal, now_ms: int) -> list[tuple[str, list[dict], list[dict]]]:
         touched: dict[str, tuple[list[dict], list[dict]]] = {}
@@ -311,15 +414,10 @@ class Engine:
         return {"status": "order", "order": {"order": order.wire(), "status": order.status,
                                              "statusTimestamp": order.status_time}}
 
-    def candles(self, coin: str, interval_ms: int, start: int, end: int) -> list[dict[str, Any]]:
-        buckets: dict[int, list[tuple[Decimal, Decimal]]] = {}
-        for t, px, sz in self.history.get(coin, []):
-            if start <= t <= end:
-                buckets.setdefault(t - t % interval_ms, []).append((px, sz))
-        out = []
-        for t0 in sorted(buckets)[-5000:]:
-            rows = buckets[t0]
-            pxs = [p for p, _ in rows]
-            out.append({"t": t0, "T": t0 + interval_ms - 1, "s": coin, "i": "", "o": str(pxs[0]), "c": str(pxs[-1]),
-                        "h": str(max(pxs)), "l": str(min(pxs)), "v": str(sum(s for _, s in rows)), "n": len(rows)})
-        return out
+    def candles(self, coin: str, interval_ms: int, start: int, end: int) -> list[Candle]:
+        """Candles with at least one print in [start, end], oldest first, the latest 5000 only."""
+        buckets: dict[int, list[tuple[int, Decimal, Decimal]]] = {}
+        for row in self.history.get(coin, []):
+            if start <= row[0] <= end:
+                buckets.setdefault(row[0] - row[0] % interval_ms, []).append(row)
+        return [Candle.from_rows(coin, interval_ms, t0, buckets[t0]) for t0 in sorted(buckets)[-5000:]]

@@ -1,35 +1,64 @@
 """The simulator's network face: `POST /info`, `POST /exchange`, WebSocket `/ws`, `POST /control`.
 
 Owns: an aiohttp application on one loopback port in its own thread and event loop, the trade
-feed, WebSocket subscriptions (acks, trades with a recent-trades snapshot, bbo, allMids, userFills
-with an `isSnapshot` first message, orderUpdates), ping/pong, idle close, signature checks on
-every `/exchange` request, and fault injection for tests (drop, silence, refuse, garbage, 429).
+feed (seeded random walk, or replay of a recorded JSONL stream), WebSocket subscriptions (acks,
+"Already subscribed" errors, the snapshots sent right after a subscribe: recent trades, l2Book,
+the current candle, userFills with `isSnapshot`), pushes (trades, bbo, allMids, candle on each
+print; l2Book at most every 0.5 s and only when it changed; orderUpdates, userFills, userEvents),
+ping/pong, idle close, the exchange's per-IP WebSocket limits with its error texts, signature
+checks on every `/exchange` request, and fault injection for tests (drop, silence, refuse,
+garbage, 429).
 Must not: hold exchange rules itself (engine.py does) or accept control requests from anywhere
 but loopback.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
+import ipaddress
 import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Iterable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from eth_utils import to_checksum_address
 
 from signing import recover_l1_signer
 
-from .engine import Engine
+from .engine import DEFAULT_COINS, Engine, ReplayTrade, parse_replay
 
 log = logging.getLogger("sim")
 INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
                 "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
                 "3d": 259_200_000, "1w": 604_800_000, "1M": 2_592_000_000}
-MAX_SUBSCRIPTIONS = 1000
 DESERIALIZE_ERROR = "Failed to deserialize the JSON body into the target type"
+
+
+# The exchange's per-IP WebSocket limits are in its docs ("Rate limits and user limits"); the
+# error texts are not. The subscription, user and message texts below are the ones the real
+# server sent on the `error` channel as quoted by a client SDK's maintainer (nktkas/hyperliquid
+# issue #78, 2025-11); later reports quote the user limit as 15, so the number follows the config.
+# The connection text is NOT confirmed anywhere: what the real server does with one connection
+# too many is undocumented, so the sim accepts it, says why on the `error` channel and closes it.
+def subscriptions_error(limit: int) -> str:
+    return f"Cannot subscribe to more than {limit} channels."
+
+
+def users_error(limit: int) -> str:
+    return f"Cannot track more than {limit} total users."
+
+
+def messages_error(limit: int) -> str:
+    return f"Cannot send more than {limit} messages per minute."
+
+
+def connections_error(limit: int) -> str:
+    return f"Cannot have more than {limit} websocket connections."  # unconfirmed wording
 
 
 def now_ms() -> int:
@@ -49,17 +78,42 @@ class SimConfig:
     feed: bool = True
     initial_usdc: Decimal = Decimal("10000")
     idle_timeout_s: float = 60.0
+    # the exchange's WebSocket limits, per client IP (here: nearly always 127.0.0.1)
+    max_connections: int = 100
+    max_subscriptions: int = 1000  # across the IP's connections
+    max_users: int = 10  # unique users across its user subscriptions
+    max_messages_per_min: int = 2000  # client frames (pings included) in any rolling 60 s
+    book_interval_s: float = 0.5  # l2Book pushes at most this often, and only when it changed
+    replay_path: str | None = None  # JSONL trades (engine.parse_replay) instead of the random walk
+    replay_speed: float = 1.0  # 2.0 replays the recording twice as fast
 
 
 @dataclass(eq=False)
 class _Conn:
     ws: web.WebSocketResponse
+    ip: str
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_rx: float = field(default_factory=time.monotonic)
 
 
 def _key(sub: dict[str, Any]) -> str:
+    """Subscriptions match whatever the case of the address in them, as on the exchange."""
+    if isinstance(sub.get("user"), str):
+        sub = {**sub, "user": sub["user"].lower()}
     return json.dumps(sub, sort_keys=True)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        addr = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 from a dual-stack socket
+    return addr.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class SimServer:
@@ -67,24 +121,32 @@ class SimServer:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        from .engine import DEFAULT_COINS
-        coins = {c: DEFAULT_COINS[c] for c in self.config.coins}
-        self.engine = Engine(self.config.seed, coins, {k: Decimal(str(v)) for k, v in
-                                                       (self.config.start_prices or {}).items()},
-                             self.config.volatility, Decimal(str(self.config.initial_usdc)))
+        self.engine = self._make_engine({})
         self.is_mainnet = self.config.chain == "mainnet"
         self.loop = asyncio.new_event_loop()
         self.conns: set[_Conn] = set()
         self.port = self.config.port
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._feed_on = self.config.feed
+        self._feed_on = asyncio.Event()  # cleared by pause_feed; the random walk and replay wait on it
+        if self.config.feed:
+            self._feed_on.set()
+        self._replay: list[ReplayTrade] = []
         self._silent_until: float | None = None  # monotonic; inf = until unsilence
         self._refuse_until = 0.0
         self._429_until = 0.0
         self._exchange_log: list[dict[str, Any]] = []
-        self._stats = {"ws_messages_in": 0, "ws_messages_out": 0, "info_requests": 0, "exchange_requests": 0}
+        self._messages: dict[str, collections.deque[float]] = {}  # ip -> monotonic times in the last minute
+        self._stats = {"ws_messages_in": 0, "ws_messages_out": 0, "info_requests": 0, "exchange_requests": 0,
+                       "ws_connections_refused": 0, "ws_limit_errors": 0, "replayed_trades": 0}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._book_sent: dict[str, str] = {}  # l2Book subscription key -> the levels its subscribers last got
+
+    def _make_engine(self, replay_prices: dict[str, Decimal]) -> Engine:
+        coins = {c: DEFAULT_COINS[c] for c in self.config.coins}
+        prices = {k: Decimal(str(v)) for k, v in (self.config.start_prices or {}).items()}
+        prices.update(replay_prices)  # the candle warm-up history should end where the recording starts
+        return Engine(self.config.seed, coins, prices, self.config.volatility, Decimal(str(self.config.initial_usdc)))
 
     # ---- lifecycle ----
 
@@ -104,6 +166,9 @@ class SimServer:
         self.stop()
 
     def start(self) -> None:
+        """Raises ValueError/OSError for an unreadable or malformed replay file, before listening."""
+        if self.config.replay_path:
+            self._load_replay(Path(self.config.replay_path))
         self._thread = threading.Thread(target=self.loop.run_forever, name="hl-sim", daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
@@ -120,7 +185,18 @@ class SimServer:
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._tasks = [asyncio.ensure_future(self._feed()), asyncio.ensure_future(self._idle_reaper())]
+        prices = self._replay_prices() if self._replay else self._feed()
+        self._tasks = [asyncio.ensure_future(prices), asyncio.ensure_future(self._idle_reaper()),
+                       asyncio.ensure_future(self._book_pusher())]
+
+    def _load_replay(self, path: Path) -> None:
+        with path.open(encoding="utf-8") as f:
+            self._replay = parse_replay(f, self.config.coins)
+        first: dict[str, Decimal] = {}
+        for trade in self._replay:
+            first.setdefault(trade.coin, trade.px)
+        self.engine = self._make_engine(first)
+        log.info("replaying %d trades from %s at %gx", len(self._replay), path, self.config.replay_speed)
 
     def stop(self) -> None:
         if self._thread is None:
@@ -135,8 +211,14 @@ class SimServer:
     async def _stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for conn in list(self.conns):
-            await conn.ws.close()
+        # together and bounded: a close waits for the client's close reply, which a client that
+        # is not reading never sends; cleanup() below aborts whatever is left
+        closes = [conn.ws.close() for conn in list(self.conns)]
+        if closes:
+            try:
+                await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), 2.0)
+            except asyncio.TimeoutError:
+                log.info("some clients did not answer the close; aborting them")
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -153,27 +235,82 @@ class SimServer:
         while True:
             rate = self.config.trade_rate_hz
             await asyncio.sleep(1.0 / rate if rate > 0 else 0.5)
-            if self._feed_on and rate > 0:
+            await self._feed_on.wait()
+            if rate > 0:
                 coin = self.engine.rng.choice(self.engine.names)
                 await self._print(coin, self.engine.walk(coin))
 
+    async def _replay_prices(self) -> None:
+        """Print the recording in order, keeping its spacing (divided by replay_speed).
+
+        Trades are stamped with the current time, not the recorded one: clients judge staleness
+        and build live candles from trade times. A pause shifts the rest of the timeline."""
+        speed = self.config.replay_speed if self.config.replay_speed > 0 else 1.0
+        origin_ms, started = self._replay[0].time_ms, self.loop.time()
+        for trade in self._replay:
+            delay = started + (trade.time_ms - origin_ms) / 1000 / speed - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not self._feed_on.is_set():
+                paused_at = self.loop.time()
+                await self._feed_on.wait()
+                started += self.loop.time() - paused_at
+            await self._print(trade.coin, trade.px, trade.size, trade.side)
+            self._stats["replayed_trades"] += 1
+        log.info("replay finished after %d trades; prices stay where it ended", len(self._replay))
+
     async def _idle_reaper(self) -> None:
+        # a fraction of the timeout, so a short test timeout closes within about its own length
+        period = min(1.0, max(0.02, self.config.idle_timeout_s / 4))
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(period)
             cutoff = time.monotonic() - self.config.idle_timeout_s
             for conn in list(self.conns):
                 if conn.last_rx < cutoff:
                     log.info("closing a connection idle for %.0fs", self.config.idle_timeout_s)
                     await conn.ws.close()
 
-    async def _print(self, coin: str, px: Decimal, size: Decimal | None = None) -> int:
-        trade, touched = self.engine.print_trade(coin, px, now_ms(), size)
+    async def _book_pusher(self) -> None:
+        """l2Book is a full snapshot each time, at most every book_interval_s, only on a change."""
+        last_sent = self._book_sent
+        while True:
+            await asyncio.sleep(self.config.book_interval_s)
+            subs = self._subscribed("l2Book")
+            for key in set(last_sent) - set(subs):
+                del last_sent[key]
+            for key, sub in subs.items():
+                coin = sub.get("coin")
+                if coin not in self.engine.prices:
+                    continue
+                levels = self._book(coin)
+                text = json.dumps(levels)
+                if last_sent.get(key) == text:
+                    continue
+                last_sent[key] = text
+                await self._broadcast(sub, json.dumps(
+                    {"channel": "l2Book", "data": {"coin": coin, "time": now_ms(), "levels": levels}}))
+
+    def _subscribed(self, kind: str, coin: str | None = None) -> dict[str, dict[str, Any]]:
+        """Distinct live subscriptions of a type (and coin), by key: what a push must serve."""
+        found: dict[str, dict[str, Any]] = {}
+        for conn in list(self.conns):
+            for key, sub in conn.subs.items():
+                if sub["type"] == kind and (coin is None or sub.get("coin") == coin):
+                    found[key] = sub
+        return found
+
+    async def _print(self, coin: str, px: Decimal, size: Decimal | None = None, side: str | None = None) -> int:
+        trade, touched = self.engine.print_trade(coin, px, now_ms(), size, side)
         await self._broadcast({"type": "trades", "coin": coin},
                               json.dumps({"channel": "trades", "data": [trade]}))
         bid, ask = self._bbo(coin)
         await self._broadcast({"type": "bbo", "coin": coin}, json.dumps(
             {"channel": "bbo", "data": {"coin": coin, "time": trade["time"], "bbo": [bid, ask]}}))
         await self._broadcast({"type": "allMids"}, json.dumps({"channel": "allMids", "data": {"mids": self._mids()}}))
+        for sub in self._subscribed("candle", coin).values():
+            candle = self.engine.latest_candle(coin, INTERVALS_MS[sub["interval"]])
+            if candle is not None:
+                await self._broadcast(sub, json.dumps({"channel": "candle", "data": candle.wire(sub["interval"])}))
         for user, fills, updates in touched:
             await self._user_events(user, fills, updates)
         return int(trade["tid"])
@@ -208,24 +345,29 @@ class SimServer:
                     pass
 
     async def _user_events(self, user: str, fills: list[dict], updates: list[dict]) -> None:
-        for addr in {user, user.lower()}:
-            if fills:
-                await self._broadcast({"type": "userFills", "user": addr}, json.dumps(
-                    {"channel": "userFills", "data": {"user": addr, "fills": fills}}))
-                await self._broadcast({"type": "userEvents", "user": addr},
-                                      json.dumps({"channel": "user", "data": {"fills": fills}}))
-            if updates:
-                await self._broadcast({"type": "orderUpdates", "user": addr},
-                                      json.dumps({"channel": "orderUpdates", "data": updates}))
+        addr = user.lower()  # subscription keys hold the address in lower case (see _key)
+        if fills:
+            await self._broadcast({"type": "userFills", "user": addr}, json.dumps(
+                {"channel": "userFills", "data": {"user": addr, "fills": fills}}))
+            await self._broadcast({"type": "userEvents", "user": addr},
+                                  json.dumps({"channel": "user", "data": {"fills": fills}}))
+        if updates:
+            await self._broadcast({"type": "orderUpdates", "user": addr},
+                                  json.dumps({"channel": "orderUpdates", "data": updates}))
 
     # ---- websocket ----
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if time.monotonic() < self._refuse_until:
             return web.Response(status=503, text="Service temporarily unavailable")
+        ip = request.remote or "unknown"
         ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn = _Conn(ws)
+        if sum(1 for c in self.conns if c.ip == ip) >= self.config.max_connections:
+            self._stats["ws_connections_refused"] += 1
+            await self._refuse(ws, connections_error(self.config.max_connections))
+            return ws
+        conn = _Conn(ws, ip)
         self.conns.add(conn)
         try:
             async for msg in ws:
@@ -240,33 +382,86 @@ class SimServer:
             self.conns.discard(conn)
         return ws
 
+    async def _refuse(self, ws: web.WebSocketResponse, text: str) -> None:
+        await ws.send_str(_compact({"channel": "error", "data": text}))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=text.encode()[:120])
+
+    async def _error(self, conn: _Conn, text: str) -> None:
+        await conn.ws.send_str(_compact({"channel": "error", "data": text}))
+
+    def _admit_message(self, ip: str) -> bool:
+        """The per-IP rolling-minute message budget. A refused message does not count against it
+        (unconfirmed either way), so a client that backs off gets its budget back as time passes."""
+        window = self._messages.setdefault(ip, collections.deque())
+        now = time.monotonic()
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= self.config.max_messages_per_min:
+            return False
+        window.append(now)
+        return True
+
     async def _on_ws_message(self, conn: _Conn, text: str) -> None:
+        if not self._admit_message(conn.ip):
+            # answered and dropped, the connection stays open: whether the real server also
+            # closes it is undocumented
+            self._stats["ws_limit_errors"] += 1
+            await self._error(conn, messages_error(self.config.max_messages_per_min))
+            return
         try:
             body = json.loads(text)
             method = body["method"]
         except (ValueError, KeyError, TypeError):
-            await conn.ws.send_str(json.dumps({"channel": "error", "data": f"Error parsing JSON into valid websocket request: {text[:100]}"}))
+            await self._error(conn, f"Error parsing JSON into valid websocket request: {text[:100]}")
             return
         if method == "ping":
             await conn.ws.send_str('{"channel":"pong"}')
             return
         sub = body.get("subscription")
         if method not in ("subscribe", "unsubscribe") or not isinstance(sub, dict) or "type" not in sub:
-            await conn.ws.send_str(json.dumps({"channel": "error", "data": f"Invalid request: {text[:100]}"}))
+            await self._error(conn, f"Invalid request: {text[:100]}")
             return
         key = _key(sub)
         if method == "unsubscribe":
-            conn.subs.pop(key, None)
+            if conn.subs.pop(key, None) is None:
+                await self._error(conn, f"Already unsubscribed: {_compact(sub)}")
+                return
             await conn.ws.send_str(json.dumps({"channel": "subscriptionResponse", "data": body}))
             return
-        if len(conn.subs) >= MAX_SUBSCRIPTIONS:
-            await conn.ws.send_str(json.dumps({"channel": "error", "data": "Cannot track more than 1000 total subscriptions"}))
+        problem = self._subscribe_problem(conn, sub, key)
+        if problem:
+            await self._error(conn, problem)
             return
         conn.subs[key] = sub
         await conn.ws.send_str(json.dumps({"channel": "subscriptionResponse", "data": body}))
         await self._snapshot(conn, sub)
 
+    def _subscribe_problem(self, conn: _Conn, sub: dict[str, Any], key: str) -> str | None:
+        """Why this subscribe is refused (the exchange's texts), or None; a user sub funds its user."""
+        if key in conn.subs:
+            return f"Already subscribed: {_compact(sub)}"
+        if sub["type"] == "candle" and sub.get("interval") not in INTERVALS_MS:
+            return f"Invalid subscription: {_compact(sub)}"  # wording unconfirmed
+        peers = [c for c in self.conns if c.ip == conn.ip]
+        if sum(len(c.subs) for c in peers) >= self.config.max_subscriptions:
+            self._stats["ws_limit_errors"] += 1
+            return subscriptions_error(self.config.max_subscriptions)
+        user = sub.get("user")
+        if user is None:
+            return None
+        users = {s["user"].lower() for c in peers for s in c.subs.values() if isinstance(s.get("user"), str)}
+        if str(user).lower() not in users and len(users) >= self.config.max_users:
+            self._stats["ws_limit_errors"] += 1
+            return users_error(self.config.max_users)
+        try:
+            self._faucet(user)
+        except ValueError:
+            return f"Invalid subscription: {_compact(sub)}"  # wording unconfirmed
+        return None
+
     async def _snapshot(self, conn: _Conn, sub: dict[str, Any]) -> None:
+        """What the exchange sends right after the ack. orderUpdates and userEvents get nothing:
+        the real server does not replay them, so a client must reconcile over REST."""
         kind, coin = sub["type"], sub.get("coin")
         if kind == "trades" and coin in self.engine.history:
             recent = [{"coin": coin, "side": "B", "px": str(px), "sz": str(sz), "hash": "0x" + "0" * 64, "time": t,
@@ -274,23 +469,43 @@ class SimServer:
             if recent:
                 await conn.ws.send_str(json.dumps({"channel": "trades", "data": recent}))
         elif kind == "userFills":
-            acct = self.engine.account(self._user(sub.get("user", "")))
+            acct = self.engine.account(self._faucet(sub["user"]))
             await conn.ws.send_str(json.dumps({"channel": "userFills", "data": {
-                "isSnapshot": True, "user": sub.get("user"), "fills": acct.fills[-100:]}}))
+                "isSnapshot": True, "user": sub["user"].lower(), "fills": acct.fills[-100:]}}))
         elif kind == "l2Book" and coin in self.engine.prices:
+            levels = self._book(coin)
+            # the first subscriber's snapshot is what the pusher compares with next; later ones
+            # may get the next push twice over, which a full-snapshot channel makes harmless
+            self._book_sent.setdefault(_key(sub), json.dumps(levels))
             await conn.ws.send_str(json.dumps({"channel": "l2Book", "data": {
-                "coin": coin, "time": now_ms(), "levels": self._book(coin)}}))
+                "coin": coin, "time": now_ms(), "levels": levels}}))
+        elif kind == "candle" and coin in self.engine.prices:
+            # the candle being built (or the latest one with prints), as a live chart needs
+            candle = self.engine.latest_candle(coin, INTERVALS_MS[sub["interval"]])
+            if candle is not None:
+                await conn.ws.send_str(json.dumps({"channel": "candle", "data": candle.wire(sub["interval"])}))
 
     def _user(self, address: str) -> str:
-        """Accounts are keyed by checksummed address; requests may use any case.
-
-        The faucet: an address named in an `/info` query (or a user subscription) becomes an
-        account with `initial_usdc`. A signer that never did so "does not exist", as on the real
-        exchange, which is what a signature over tampered content recovers to."""
+        """Accounts are keyed by checksummed address; requests may use any case."""
         for known in self.engine.accounts:
             if known.lower() == address.lower():
                 return known
         return address
+
+    def _faucet(self, address: Any) -> str:
+        """The account key for an address, creating the account with `initial_usdc` if new.
+
+        The faucet: an address named in an `/info` query or a user subscription becomes an
+        account. A signer that never did so "does not exist", as on the real exchange, which is
+        what a signature over tampered content recovers to. ValueError if not an address."""
+        if not (isinstance(address, str) and address.startswith("0x") and len(address) == 42):
+            raise ValueError("user")
+        known = self._user(address)
+        if known in self.engine.accounts:
+            return known
+        user = to_checksum_address(address)
+        self.engine.account(user)
+        return user
 
     # ---- /info ----
 
@@ -327,14 +542,8 @@ class SimServer:
             req = body["req"]
             step = INTERVALS_MS[req["interval"]]
             candles = e.candles(req["coin"], step, int(req["startTime"]), int(req.get("endTime") or now_ms()))
-            for c in candles:
-                c["i"] = req["interval"]
-            return candles
-        user = self._user(body["user"])
-        if not (user.startswith("0x") and len(user) == 42):
-            raise ValueError("user")
-        from eth_utils import to_checksum_address
-        user = to_checksum_address(user) if user not in e.accounts else user
+            return [c.wire(req["interval"]) for c in candles]
+        user = self._faucet(body["user"])
         acct = e.account(user)
         if kind == "clearinghouseState":
             positions = []
@@ -448,7 +657,7 @@ class SimServer:
     # ---- control ----
 
     async def _control_http(self, request: web.Request) -> web.Response:
-        if request.remote not in ("127.0.0.1", "::1"):
+        if not _is_loopback(request.remote):
             return web.Response(status=403, text="control is loopback only")
         try:
             body = await request.json()
@@ -495,11 +704,11 @@ class SimServer:
         return {"sent": count, "send_ns": send_ns, "tids": tids}
 
     async def _op_pause_feed(self) -> dict[str, Any]:
-        self._feed_on = False
+        self._feed_on.clear()
         return {"feed": False}
 
     async def _op_resume_feed(self) -> dict[str, Any]:
-        self._feed_on = True
+        self._feed_on.set()
         return {"feed": True}
 
     async def _op_drop_connections(self) -> dict[str, Any]:
