@@ -388,7 +388,7 @@ class HyperliquidWebSocketClient:
         self._dropped = 0
         self._errors: dict[str, int] = {}
         self._messages = 0
-        self._last_drop_log = 0.0
+        self._last_drop_log = -1e9  # the first drop is always logged, whatever the clock
         self._last_error_log: dict[str, float] = {}
 
     # ---- lifecycle ----
