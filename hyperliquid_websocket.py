@@ -16,9 +16,9 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
 import websocket
 
@@ -26,12 +26,15 @@ log = logging.getLogger("websocket")
 
 GREETING = "Websocket connection established."
 _RECV_POLL_S = 0.2  # socket read timeout: bounds how fast stop() and deadlines are noticed
+_CHECK_EVERY_S = 0.02  # during a burst: how often deadlines, pings and shared stats are updated
 
 
 # ---- events ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Trade:
+class Trade(NamedTuple):
+    """One print. A NamedTuple, not a dataclass: it is built for every trade on the socket thread
+    and a frozen dataclass costs three times as much to construct."""
+
     coin: str
     price: Decimal
     size: Decimal
@@ -488,8 +491,11 @@ class HyperliquidWebSocketClient:
         last_rx = now
         ping_sent_at: float | None = None
         recovered = False
+        unpublished = 0  # messages not yet counted in the shared stats
+        next_check = now
         while not self._stop.is_set():
-            self._flush_priority()
+            if self._priority:
+                self._flush_priority()
             try:
                 opcode, payload = ws.recv_data(control_frame=False)
             except websocket.WebSocketTimeoutException:
@@ -499,7 +505,16 @@ class HyperliquidWebSocketClient:
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     raise _Dead("WebSocket connection closed")
                 last_rx = now
+                unpublished += 1
                 self._on_payload(opcode, payload, pending)
+                if now < next_check:
+                    continue  # in a burst, stats and deadlines are looked at every _CHECK_EVERY_S
+            next_check = now + _CHECK_EVERY_S
+            if unpublished:
+                with self._lock:
+                    self._messages += unpublished
+                    self._last_message = last_rx
+                unpublished = 0
             # liveness: deadlines on data and pongs, not on connection state
             if now - last_rx > self.data_timeout_s:
                 raise _Dead(f"no message for {self.data_timeout_s:.1f}s")
@@ -542,9 +557,6 @@ class HyperliquidWebSocketClient:
                 self._emit(StreamRecovered(down_for))
 
     def _on_payload(self, opcode: int, payload: bytes, pending: dict[str, Any]) -> None:
-        with self._lock:
-            self._messages += 1
-            self._last_message = self.clock()
         if opcode != websocket.ABNF.OPCODE_TEXT:
             self._count("binary_frame")
             return
@@ -570,7 +582,7 @@ class HyperliquidWebSocketClient:
             # price, and a first frame that was live (one trade, no replay sent) stays unmarked.
             self._replay_coins.discard(events[0].coin)
             newest = max(events, key=lambda e: (e.time_ms, e.tid))
-            events = [e if e is newest else replace(e, replay=True) for e in events]
+            events = [e if e is newest else e._replace(replay=True) for e in events]
         for event in events:
             self._emit(event)
 
