@@ -1,11 +1,12 @@
 # `make run` runs the bot on the embedded simulator; `make test` runs the suite; `make bench`
-# measures. Each target creates .venv if missing and installs what it needs.
+# measures; `make crash` SIGKILLs the bot 200 times on the simulator and checks nothing broke.
+# Each target creates .venv if missing and installs what it needs.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/config.example.json
 
-.PHONY: run test bench sim clean
+.PHONY: run test bench crash sim clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,11 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) bench/run.py
+
+# The long crash test: the bot SIGKILLed $(KILLS) times on the simulator, then checked (bench/crash.py).
+KILLS ?= 200
+crash: $(VENV)/.dev
+	$(PY) bench/crash.py --kills $(KILLS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -38,6 +38,7 @@ RECONCILE_EVERY_S = 60.0       # periodic check of the position against the exch
 EXIT_RETRY_BASE_S = 0.5        # a rejected exit is retried with backoff from this delay
 ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
 ENTRY_COOLDOWN_S = 5.0         # no new entry this soon after a position closed (no churn)
+STEP_BATCH = 64               # events handled per loop turn before the timers run
 MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
 
 
@@ -122,15 +123,23 @@ class TradingBot:
         log.info("stopping: entries disabled")
 
     def step(self, timeout_s: float | None = None) -> None:
-        """One turn of the loop: wait for at most one event (blocking get), handle it, run timers."""
+        """One turn of the loop: wait for an event (blocking get), handle it and whatever else is
+        already queued (up to a batch), then run the timers once."""
         timeout = self._next_wait() if timeout_s is None else timeout_s
         if self.settings.websocket.enabled:
+            events = self.events
             try:
-                event = self.events.get(timeout=timeout)
+                event = events.get(timeout=timeout)
             except queue.Empty:
                 event = None
             if event is not None:
                 self.handle(event)
+                for _ in range(STEP_BATCH - 1):  # a burst costs one timer pass, not one per event
+                    try:
+                        event = events.get_nowait()
+                    except queue.Empty:
+                        break
+                    self.handle(event)
         else:
             self.stop_event.wait(timeout)
         self._timers()
@@ -148,7 +157,8 @@ class TradingBot:
                 self.trades_seen += 1
                 self.candles.add_trade(event.price, event.size, event.time_ms)
                 # The replay sent after (re)subscribing is history for the candles, not a live price:
-                # acting on it could fire a stop on a price from minutes ago.
+                # acting on it could fire a stop on a price from minutes ago. (Its newest trade is
+                # not marked: that is the last price.)
                 if not event.replay:
                     self.on_price(event.price, "websocket")
         elif kind is _ev.Fill:
@@ -261,15 +271,17 @@ class TradingBot:
         from hyperliquid_rest import HyperliquidError
         pos = self.position
         assert pos is not None
-        log.info("exit signal %s: price %s crossed %s (entry %s, %s %s)", decision.reason, price,
-                 decision.trigger_price, pos.entry_px, pos.side, pos.size)
         self.guard.check_exit(self.now_ms())
+        signal = ("exit signal %s: price %s crossed %s (entry %s, %s %s)", decision.reason, price,
+                  decision.trigger_price, pos.entry_px, pos.side, pos.size)
         try:
             filled, avg_px = self._send_ioc(is_buy=pos.is_buy_to_close, size=pos.size, price=price,
                                             reduce_only=True, purpose="exit")
         except HyperliquidError as exc:
+            log.info(*signal)
             self._exit_failed(str(exc))
             return
+        log.info(*signal)  # after the order went out: logging is time the exit must not wait for
         if filled <= 0:
             self._exit_failed("not filled")
             return
@@ -389,6 +401,7 @@ class TradingBot:
     def _place_protective(self) -> None:
         """Exchange-side SL/TP trigger orders: the backstop while the bot is down."""
         from hyperliquid_rest import HyperliquidError
+        from orders import OrderRecord
         from signing import new_cloid, round_price
         pos = self.position
         if pos is None or not self.settings.trading.exits_on_exchange or self.paper:
@@ -402,14 +415,23 @@ class TradingBot:
             cloid = new_cloid()
             try:
                 px = round_price(level, self._meta.sz_decimals)
+                # Saved before sending, like every order: a crash before the position (with this
+                # cloid) is saved would otherwise leave a stop no later run knows about, to fire on a
+                # later position at a stale level. The next start finds it by cloid and cancels it.
+                record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if pos.is_buy_to_close else "sell",
+                                         size=pos.size, limit_px=px, reduce_only=True, purpose=tpsl,
+                                         created_ms=self.now_ms())
+                self.store.save_order(record)
                 results = self.exchange.trigger_order(self.symbol, pos.is_buy_to_close, pos.size, px, tpsl,
                                                       is_market=True, reduce_only=True, cloid=cloid)
             except (HyperliquidError, ValueError) as exc:
                 log.error("exchange-side %s not placed: %s", tpsl, exc)
                 continue
             if results and results[0].kind == "error":
+                self.store.save_order(record.rejected(results[0].message or "rejected", self.now_ms()))
                 log.error("exchange-side %s rejected: %s", tpsl, results[0].message)
                 continue
+            self.store.save_order(record.to("resting", self.now_ms(), oid=results[0].oid if results else None))
             cloids.append(cloid)
             log.info("exchange-side %s placed at %s (cloid %s)", tpsl, px, cloid)
         pos.protective_cloids = tuple(cloids)
@@ -418,9 +440,56 @@ class TradingBot:
         from hyperliquid_rest import HyperliquidError
         for cloid in pos.protective_cloids:
             try:
-                self.exchange.cancel_by_cloid(self.symbol, cloid)
+                canceled = self.exchange.cancel_by_cloid(self.symbol, cloid)
             except HyperliquidError as exc:
                 log.warning("could not cancel exchange-side order %s: %s", cloid, exc)
+                continue
+            record = self.store.order(cloid)
+            if canceled and record is not None and not record.is_terminal:
+                self.store.save_order(record.to("canceled", self.now_ms(), reason="position closed"))
+
+    def _check_protective_orders(self) -> None:
+        """Start-up: hold the exchange's resting orders against ours.
+
+        The position's SL/TP must rest on the exchange (placed again if not), and every SL/TP we
+        placed that guards nothing any more is canceled: a crash between placing a stop and saving
+        the position's list of them leaves such an order behind (its cloid was saved before sending).
+        Left alone it could close a later position at a stale level.
+        """
+        from hyperliquid_rest import HyperliquidError
+        from orders import InvalidTransition
+        if self.paper or not self.settings.trading.exits_on_exchange:
+            return
+        try:
+            open_cloids = {o.cloid for o in self.rest.open_orders(self.address) if o.cloid}
+        except HyperliquidError as exc:
+            log.warning("open-order check failed: %s; stale exchange-side orders stay until the next start", exc)
+            return
+        pos = self.position
+        if pos is not None and (not pos.protective_cloids or not set(pos.protective_cloids) <= open_cloids):
+            log.warning("the exchange-side SL/TP of the %s %s position are not all resting; placing them again",
+                        pos.side, pos.size)
+            self._place_protective()
+            self.store.save_position(self._position_record())
+        keep = set(pos.protective_cloids) if pos is not None else set()
+        for record in self.store.orders(statuses=("resting",)):
+            if record.purpose not in ("sl", "tp") or record.cloid in keep:
+                continue
+            try:
+                if record.cloid in open_cloids:
+                    if self.exchange.cancel_by_cloid(self.symbol, record.cloid):
+                        log.warning("canceled a stale exchange-side %s (cloid %s) left by an earlier run",
+                                    record.purpose, record.cloid)
+                        self.store.save_order(record.to("canceled", self.now_ms(), reason="stale"))
+                    continue
+                status = self.rest.order_status(self.address, record.cloid)  # gone: filled or canceled
+            except HyperliquidError as exc:
+                log.warning("stale exchange-side order %s: %s; left for the next start", record.cloid, exc)
+                continue
+            try:
+                self.store.save_order(record.resolved_by_status(status.status, self.now_ms()))
+            except InvalidTransition:
+                pass
 
     # ---- stream events for the account -----------------------------------------------------
 
@@ -430,10 +499,21 @@ class TradingBot:
         new = self.store.record_fill(tid=str(fill.tid), coin=fill.coin, px=fill.price, size=fill.size,
                                      side=fill.side, time_ms=fill.time_ms, oid=fill.oid, cloid=fill.cloid,
                                      fee=fill.fee, closed_pnl=fill.closed_pnl, paper=False)
-        if new and not fill.is_snapshot and fill.cloid and self.position is not None \
-                and fill.cloid in self.position.protective_cloids:
-            log.warning("exchange-side stop filled: %s %s at %s; reconciling", fill.side, fill.size, fill.price)
-            self._reconcile_position(reason="exchange-side stop filled")
+        if not new:
+            return
+        record = self.store.order(fill.cloid) if fill.cloid else None
+        if record is not None and record.purpose in ("sl", "tp") and not record.is_terminal:
+            self.store.save_order(record.to("filled", self.now_ms()))  # else the next start asks the exchange
+        if self.position is None:
+            return
+        # A fill we had not journaled and did not just send an IOC for (our entries and exits have
+        # order records of that purpose) changed the position behind our back: an exchange-side stop,
+        # one left by a killed run, or a manual trade. The snapshot counts too: a stop that fired
+        # during start-up arrives only there, and without this the bot kept a position it no longer had.
+        if record is None or record.purpose in ("sl", "tp"):
+            what = f"exchange-side {record.purpose}" if record is not None else "an order the bot did not send"
+            log.warning("%s filled: %s %s at %s; reconciling", what, fill.side, fill.size, fill.price)
+            self._reconcile_position(reason=f"{what} filled")
 
     def _on_order_update(self, update: Any) -> None:
         if update.cloid is None:
@@ -472,6 +552,11 @@ class TradingBot:
         self._resolve_unknown_orders()
         self._reconcile_fills()
         self._reconcile_position(reason="start-up")
+        self._check_protective_orders()
+        pos = self.position
+        # One line marking the end of start-up reconciliation (the crash test times stop coverage by it).
+        log.info("start-up reconciliation done: %s", "flat" if pos is None else
+                 f"{pos.side} {pos.size} at {pos.entry_px}, exchange-side orders {list(pos.protective_cloids)}")
 
     def _resolve_unknown_orders(self) -> None:
         """Orders saved but with no known result at a crash: look them up by cloid, never re-send."""

@@ -1,0 +1,111 @@
+"""The crash test's checks bite: each pure check of tests/integration/crashlib.py on small cases,
+clean and broken, and the recorder's idea of "covered by a stop" on the simulator's engine."""
+from __future__ import annotations
+
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from hyperliquid_sim import SimConfig, SimServer
+from tests.integration.crashlib import (ExchangeRecorder, RunRecord, accepted_cloids, cover_violations,
+                                        journal_violations, order_violations)
+
+S = 1_000_000_000  # ns per second
+
+
+def xfill(tid: int, sz: str = "0.004", dir_: str = "Open Long", start: str = "0", cloid: str | None = "0xa") -> dict:
+    f = {"coin": "BTC", "px": "50000", "sz": sz, "side": "B", "time": tid, "startPosition": start, "dir": dir_,
+         "oid": 1000 + tid, "tid": tid}
+    if cloid:
+        f["cloid"] = cloid
+    return f
+
+
+def jfill(tid: int, sz: str = "0.004", cloid: str | None = "0xa") -> dict:
+    return {"tid": str(tid), "coin": "BTC", "px": D("50000"), "size": D(sz), "side": "buy", "time_ms": tid,
+            "oid": 1000 + tid, "cloid": cloid, "fee": None, "closed_pnl": None, "paper": False}
+
+
+@pytest.mark.parametrize("exchange, journal, expected", [
+    ([xfill(1), xfill(2)], [jfill(1), jfill(2)], []),
+    ([xfill(1), xfill(2)], [jfill(1)], ["(a) exchange fill tid 2"]),
+    ([xfill(1)], [jfill(1), jfill(3)], ["(a) journal fill tid 3 unknown"]),
+    ([xfill(1)], [jfill(1), jfill(1)], ["(a) fill tid 1 journaled 2 times"]),
+    ([xfill(1)], [jfill(1, sz="0.005")], ["(a) fill tid 1: journal"]),
+    ([xfill(1)], [jfill(1, cloid=None)], ["(a) fill tid 1: journal"]),
+], ids=["same", "lost", "invented", "twice", "wrong size", "wrong cloid"])
+def test_journal_check(exchange: list, journal: list, expected: list[str]) -> None:
+    got = journal_violations(exchange, journal)
+    assert len(got) == len(expected) and all(g.startswith(e) for g, e in zip(got, expected)), got
+
+
+def request(cloid: str, status: Any) -> dict:
+    return {"action": {"type": "order", "orders": [{"a": 0, "c": cloid}]}, "nonce": 1,
+            "response": {"type": "order", "data": {"statuses": [status]}}}
+
+
+@pytest.mark.parametrize("requests, fills, expected, refused", [
+    ([request("0x1", {"filled": {}}), request("0x2", {"resting": {"oid": 3}})], [xfill(1)], [], 0),
+    ([request("0x1", {"filled": {}}), request("0x1", {"filled": {}})], [], ["(b) cloid 0x1 accepted 2 times"], 0),
+    ([request("0x1", {"resting": {"oid": 3}}), request("0x1", {"error": "Duplicate cloid."})], [], [], 1),
+    ([request("0x1", {"error": "Order could not immediately match"})] * 2, [], [], 0),
+    ([], [xfill(1), xfill(2, dir_="Close Long", start="0.004"), xfill(3, start="0.004")],
+     ["(b) fill tid 3 (Open Long"], 0),
+], ids=["distinct", "accepted twice", "refused duplicate", "errors", "entry on a position"])
+def test_order_check(requests: list, fills: list, expected: list[str], refused: int) -> None:
+    accepted, refused_n = accepted_cloids(requests)
+    got = order_violations(accepted, fills)
+    assert refused_n == refused
+    assert len(got) == len(expected) and all(g.startswith(e) for g, e in zip(got, expected)), got
+
+
+def run(index: int, reconciled_s: float | None, ended_s: float) -> RunRecord:
+    return RunRecord(index=index, plan="t", started_ns=0,
+                     reconciled_ns=None if reconciled_s is None else int(reconciled_s * S), ended_ns=int(ended_s * S))
+
+
+@pytest.mark.parametrize("stretches, runs, expected", [
+    ([(1.0, 1.01)], [run(0, 0.5, 3.0)], []),                         # entry, stop 10 ms later
+    ([(1.0, 5.0)], [run(0, 0.5, 1.2), run(1, None, 3.0), run(2, 4.9, 9.0)], ["(d) run 2 finished"]),
+    ([(1.0, 4.8)], [run(0, 0.5, 1.2), run(1, None, 3.0), run(2, 4.9, 9.0)], []),  # covered by run 2's start-up
+    ([(1.0, 3.0)], [run(0, 0.5, 9.0)], ["(d) run 0 was up"]),         # a live bot left it naked for 2 s
+    ([(1.0, 3.0)], [run(0, 0.5, 1.1)], []),                          # killed 0.1 s in: the next start's job
+    ([(1.0, 10.0)], [run(0, 0.5, 1.1)], ["(d) the position is naked"]),
+], ids=["short", "spans a reconciliation", "closed before it", "naked under a live bot", "killed", "naked at end"])
+def test_cover_check(stretches: list, runs: list[RunRecord], expected: list[str]) -> None:
+    ns = [(int(a * S), int(b * S)) for a, b in stretches]
+    got = cover_violations(ns, runs, slack_ns=S // 50, limit_ns=S, end_ns=10 * S)
+    got = [g.replace(" (t)", "") for g in got]
+    assert len(got) == len(expected) and all(g.startswith(e) for g, e in zip(got, expected)), got
+
+
+def test_recorder_counts_only_a_reduce_only_sl_of_full_size_as_cover() -> None:
+    sim = SimServer(SimConfig(port=0, seed=1, feed=False, start_prices={"BTC": D("50000")}))
+    try:
+        user = "0x" + "ab" * 20
+        sim.engine.account(user)
+        rec = ExchangeRecorder(sim, user)
+        e = sim.engine
+
+        def trigger(cloid: str, size: str, tpsl: str) -> dict:
+            return {"a": 0, "b": False, "p": "49900", "s": size, "r": True, "c": cloid,
+                    "t": {"trigger": {"isMarket": True, "triggerPx": "49900", "tpsl": tpsl}}}
+
+        e.place(user, {"a": 0, "b": True, "p": "50500", "s": "0.004", "r": False, "c": "0x" + "1" * 32,
+                       "t": {"limit": {"tif": "Ioc"}}}, 1)
+        assert rec.changes[-1][1:] == (D("0.004"), False)   # entry filled: naked
+        e.place(user, trigger("0x" + "2" * 32, "0.004", "tp"), 2)
+        e.place(user, trigger("0x" + "3" * 32, "0.002", "sl"), 3)
+        assert rec.changes[-1][1:] == (D("0.004"), False)   # a take-profit or a half-size stop is no cover
+        e.place(user, trigger("0x" + "4" * 32, "0.004", "sl"), 4)
+        assert rec.changes[-1][1:] == (D("0.004"), True)
+        e.cancel(user, cloid="0x" + "4" * 32)
+        assert rec.changes[-1][1:] == (D("0.004"), False)
+        e.print_trade("BTC", D("49800"), 5)                 # the half-size stop fires: 0.002 left, naked
+        assert rec.changes[-1][1:] == (D("0.002"), False)
+        e.place(user, trigger("0x" + "5" * 32, "0.002", "sl"), 6)
+        assert rec.changes[-1][1:] == (D("0.002"), True)
+        assert len(rec.naked_stretches(end_ns=rec.changes[-1][0] + 1)) == 2
+    finally:
+        sim.loop.close()
