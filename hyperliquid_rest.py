@@ -256,12 +256,15 @@ _HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "U
 
 
 def _session_for(base_url: str) -> requests.Session:
-    """A keep-alive session whose proxy settings are read from the environment once, here.
+    """A keep-alive session whose environment settings are read once, here.
 
     With `trust_env` on, requests scans the whole environment on every call (about 0.5 ms of an
-    order's path on this machine); resolving it once keeps HTTPS_PROXY/NO_PROXY working."""
+    order's path on this machine); resolving it once keeps HTTPS_PROXY/NO_PROXY and
+    REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE working."""
     session = requests.Session()
-    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    env = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies.update(env["proxies"])
+    session.verify = env["verify"]
     session.trust_env = False
     return session
 
@@ -306,7 +309,8 @@ class HyperliquidRestClient:
         prepared.body = data
         prepared.hooks = {"response": []}
         try:
-            resp = self.session.send(prepared, timeout=self.timeout_s)
+            # No redirects: the API never sends one, and following it would re-POST a signed action.
+            resp = self.session.send(prepared, timeout=self.timeout_s, allow_redirects=False)
         except requests.Timeout as exc:
             raise NetworkError(f"{path}: timed out") from exc
         except requests.ConnectionError as exc:
@@ -322,7 +326,7 @@ class HyperliquidRestClient:
             raise RateLimited(retry_after)
         if status >= 500:
             raise ServerError(status, resp.text)
-        if status >= 400:
+        if status >= 300:
             raise RequestRejected(status, resp.text)
         try:
             return resp.json()

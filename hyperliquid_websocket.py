@@ -380,6 +380,7 @@ class HyperliquidWebSocketClient:
         self._lock = threading.Lock()
         self._priority: collections.deque[Any] = collections.deque()
         self._replay_coins: set[str] = set()
+        self._quiet_ping_s = min(ping_interval_s, data_timeout_s / 2)
         # stats (written by the socket thread under the lock)
         self._connected = False
         self._confirmed: set[str] = set()
@@ -522,7 +523,10 @@ class HyperliquidWebSocketClient:
                 ping_sent_at = None
             if ping_sent_at is not None and now - ping_sent_at > self.pong_timeout_s:
                 raise _Dead(f"no pong within {self.pong_timeout_s:.1f}s")
-            if now - last_sent >= self.ping_interval_s or (ping_sent_at is None and now - last_rx >= self.ping_interval_s):
+            # Ping when we have sent nothing for ping_interval (the server's 60 s idle rule), and when
+            # nothing came in for half the data deadline: the pong proves a quiet market is not a
+            # dead socket, so a symbol without trades does not reconnect every data_timeout.
+            if now - last_sent >= self.ping_interval_s or (ping_sent_at is None and now - last_rx >= self._quiet_ping_s):
                 self._send(ws, {"method": "ping"})
                 last_sent = now
                 if ping_sent_at is None:
@@ -541,10 +545,12 @@ class HyperliquidWebSocketClient:
                     log.warning("subscription %s failed: no confirmation", _describe(sub))
                     self._emit(SubscriptionFailed(sub, "not confirmed"))
                     del pending[key]
-                    unconfirmed.append(_describe(sub))
+                    if sub.get("type") == "trades":
+                        unconfirmed.append(_describe(sub))
             if unconfirmed:
-                # Pongs alone would keep this connection "alive" without the data we came for:
-                # start over on a fresh connection, which resubscribes everything.
+                # Pongs alone would keep this connection "alive" without the prices we came for:
+                # start over on a fresh connection (with backoff), which resubscribes everything.
+                # Other channels only get reported: the server may refuse them for good (user limits).
                 raise _Dead(f"subscription not confirmed ({', '.join(unconfirmed)})")
             if not recovered and not pending and self._fallback:
                 recovered = True
@@ -581,8 +587,8 @@ class HyperliquidWebSocketClient:
             # The replay of recent trades: history for candles. Its newest trade is still the last
             # price, and a first frame that was live (one trade, no replay sent) stays unmarked.
             self._replay_coins.discard(events[0].coin)
-            newest = max(events, key=lambda e: (e.time_ms, e.tid))
-            events = [e if e is newest else e._replace(replay=True) for e in events]
+            events = sorted(events, key=lambda e: (e.time_ms, e.tid))  # oldest first, whatever the server's order
+            events = [e._replace(replay=True) for e in events[:-1]] + events[-1:]
         for event in events:
             self._emit(event)
 

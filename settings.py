@@ -424,6 +424,9 @@ def _check_cross_fields(s: Settings) -> None:
     if s.network != "local" and s.api.rest_url and s.api.rest_url.startswith("http://") \
             and not s.api.rest_url.startswith(("http://127.", "http://localhost")):
         raise ConfigError(f"api.rest_url must use https for network {s.network}, got {_show(s.api.rest_url)}")
+    if s.strategy.name == "always_long" and s.network == "mainnet" and not s.dry_run:
+        raise ConfigError('strategy.name "always_long" is a demo (it buys whenever flat): not with real money; '
+                          'use it on local or testnet, or set dry_run: true, got "always_long" on mainnet')
     if s.api.ws_url and not s.api.rest_url:
         raise ConfigError(f"api.rest_url must be set when api.ws_url is set, got {_show(s.api.ws_url)} "
                           "for ws_url alone")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 from settings import ConfigError, Settings, load_private_key, load_settings, resolved_view, with_dry_run
 
@@ -102,6 +102,8 @@ class TradingBot:
         self.entry_blocked_until = 0.0
         self.next_exit_attempt = 0.0
         self.exit_failures = 0
+        self.uncanceled: list[str] = []  # exchange-side orders whose cancel failed (main thread only)
+        self.position_check_due: str | None = None  # why a position check is wanted at the next timer pass
         self.last_entry_eval = 0.0
         self.last_closed_candles = 0
         self.last_price_log = 0.0
@@ -110,6 +112,7 @@ class TradingBot:
         self.ws_connected_once = False
         self.trades_seen = 0
         self._last_trade_ms = 0  # newest trade time folded into the candles
+        self._tids_at_last_ms: set[int] = set()  # trades of that millisecond already folded in
         self.mode = "websocket" if settings.websocket.enabled else "rest"
         self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
         self._meta = rest.meta().asset(self.symbol)
@@ -151,9 +154,13 @@ class TradingBot:
         if kind is _ev.Trade:
             if event.coin == self.symbol:
                 self._on_market_data()
-                if event.time_ms < self._last_trade_ms:
+                t = event.time_ms
+                if t < self._last_trade_ms or (t == self._last_trade_ms and event.tid in self._tids_at_last_ms):
                     return  # already folded in (a replay after a reconnect) or out of order
-                self._last_trade_ms = event.time_ms
+                if t != self._last_trade_ms:
+                    self._last_trade_ms = t
+                    self._tids_at_last_ms.clear()
+                self._tids_at_last_ms.add(event.tid)
                 self.trades_seen += 1
                 self.candles.add_trade(event.price, event.size, event.time_ms)
                 # The replay sent after (re)subscribing is history for the candles, not a live price:
@@ -195,6 +202,9 @@ class TradingBot:
             self._check_exits(self.current_price)
         if self.position is None and self.current_price is not None:
             self._maybe_enter(now)
+        if self.position_check_due is not None:
+            reason, self.position_check_due = self.position_check_due, None
+            self._reconcile_position(reason=reason)
         if now - self.last_reconcile >= RECONCILE_EVERY_S:
             self.last_reconcile = now
             self._reconcile_position(reason="periodic check")
@@ -305,6 +315,8 @@ class TradingBot:
         self.position = None
         self.store.clear_position()
         self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
+        self.next_exit_attempt = 0.0  # a backoff from this position must not mute the next one's stops
+        self.exit_failures = 0
 
     def _exit_failed(self, why: str) -> None:
         self.exit_failures += 1
@@ -318,6 +330,11 @@ class TradingBot:
     def _maybe_enter(self, now: float) -> None:
         if not self.entries_enabled or now < self.entry_blocked_until:
             return
+        if self.uncanceled:
+            self._cancel_cloids(list(self.uncanceled))
+            if self.uncanceled:
+                self.entry_blocked_until = now + EXIT_RETRY_BASE_S * 10
+                return
         closed = self.candles.closed_count
         if closed == self.last_closed_candles and now - self.last_entry_eval < ENTRY_EVAL_EVERY_S:
             return
@@ -398,8 +415,9 @@ class TradingBot:
                                fee=PaperExchange.fee(result.total_size, result.avg_px),
                                closed_pnl=None, paper=True)
 
-    def _place_protective(self) -> None:
-        """Exchange-side SL/TP trigger orders: the backstop while the bot is down."""
+    def _place_protective(self, keep: tuple[str, ...] = ()) -> None:
+        """Exchange-side SL/TP trigger orders: the backstop while the bot is down. `keep`: cloids
+        of ours still resting; only the levels they do not cover are placed."""
         from hyperliquid_rest import HyperliquidError
         from orders import OrderRecord
         from signing import new_cloid, round_price
@@ -407,10 +425,11 @@ class TradingBot:
         if pos is None or not self.settings.trading.exits_on_exchange or self.paper:
             return
         levels = self.exit_rules.levels(pos.side, pos.entry_px)
-        cloids = []
+        cloids = list(keep)
+        covered = {record.purpose for record in map(self.store.order, keep) if record is not None}
         for tpsl, key in (("sl", "stop_loss"), ("tp", "take_profit")):
             level = levels.get(key)
-            if level is None:
+            if level is None or tpsl in covered:
                 continue
             cloid = new_cloid()
             try:
@@ -424,8 +443,14 @@ class TradingBot:
                 self.store.save_order(record)
                 results = self.exchange.trigger_order(self.symbol, pos.is_buy_to_close, pos.size, px, tpsl,
                                                       is_market=True, reduce_only=True, cloid=cloid)
-            except (HyperliquidError, ValueError) as exc:
+            except ValueError as exc:
                 log.error("exchange-side %s not placed: %s", tpsl, exc)
+                continue
+            except HyperliquidError as exc:
+                # Maybe placed, maybe not: keep the cloid so closing the position cancels it anyway
+                # (canceling a cloid that never made it is harmless); the next start asks the exchange.
+                log.error("exchange-side %s: result unknown (%s); tracked by cloid %s", tpsl, exc, cloid)
+                cloids.append(cloid)
                 continue
             if results and results[0].kind == "error":
                 self.store.save_order(record.rejected(results[0].message or "rejected", self.now_ms()))
@@ -437,13 +462,22 @@ class TradingBot:
         pos.protective_cloids = tuple(cloids)
 
     def _cancel_protective(self, pos: OpenPosition) -> None:
+        self._cancel_cloids(pos.protective_cloids)
+
+    def _cancel_cloids(self, cloids: Iterable[str]) -> None:
+        """Cancel our exchange-side orders; one that could not be canceled is retried before the
+        next entry, which waits for it: a stale reduce-only stop would close the new position."""
         from hyperliquid_rest import HyperliquidError
-        for cloid in pos.protective_cloids:
+        for cloid in cloids:
             try:
                 canceled = self.exchange.cancel_by_cloid(self.symbol, cloid)
             except HyperliquidError as exc:
-                log.warning("could not cancel exchange-side order %s: %s", cloid, exc)
+                log.warning("could not cancel exchange-side order %s: %s; retrying before the next entry", cloid, exc)
+                if cloid not in self.uncanceled:
+                    self.uncanceled.append(cloid)
                 continue
+            if cloid in self.uncanceled:
+                self.uncanceled.remove(cloid)
             record = self.store.order(cloid)
             if canceled and record is not None and not record.is_terminal:
                 self.store.save_order(record.to("canceled", self.now_ms(), reason="position closed"))
@@ -467,9 +501,10 @@ class TradingBot:
             return
         pos = self.position
         if pos is not None and (not pos.protective_cloids or not set(pos.protective_cloids) <= open_cloids):
-            log.warning("the exchange-side SL/TP of the %s %s position are not all resting; placing them again",
-                        pos.side, pos.size)
-            self._place_protective()
+            resting = tuple(c for c in pos.protective_cloids if c in open_cloids)
+            log.warning("the exchange-side SL/TP of the %s %s position are not all resting; placing the "
+                        "missing ones", pos.side, pos.size)
+            self._place_protective(keep=resting)  # a resting stop stays until its twin is in place
             self.store.save_position(self._position_record())
         keep = set(pos.protective_cloids) if pos is not None else set()
         for record in self.store.orders(statuses=("resting",)):
@@ -477,7 +512,7 @@ class TradingBot:
                 continue
             try:
                 if record.cloid in open_cloids:
-                    if self.exchange.cancel_by_cloid(self.symbol, record.cloid):
+                    if self.exchange.cancel_by_cloid(record.coin, record.cloid):
                         log.warning("canceled a stale exchange-side %s (cloid %s) left by an earlier run",
                                     record.purpose, record.cloid)
                         self.store.save_order(record.to("canceled", self.now_ms(), reason="stale"))
@@ -513,7 +548,7 @@ class TradingBot:
         if record is None or record.purpose in ("sl", "tp"):
             what = f"exchange-side {record.purpose}" if record is not None else "an order the bot did not send"
             log.warning("%s filled: %s %s at %s; reconciling", what, fill.side, fill.size, fill.price)
-            self._reconcile_position(reason=f"{what} filled")
+            self.position_check_due = f"{what} filled"  # once after the batch, not once per fill
 
     def _on_order_update(self, update: Any) -> None:
         if update.cloid is None:
@@ -625,11 +660,13 @@ class TradingBot:
                                     activation_offset_pct=trading.trailing_offset_pct, high_water=high_water)
         log.warning("%s: adopting the exchange's position %s %s at %s (we had %s)", reason, side, size,
                     ours.entry_px, f"{pos.side} {pos.size}" if pos else "none")
+        if pos is not None and pos.protective_cloids:
+            # Sized and sided for the old position: a flipped one could never trigger them, a grown
+            # one would be partly unprotected. Replace them.
+            self._cancel_protective(pos)
         self.position = OpenPosition(side=side, size=size, entry_px=ours.entry_px, opened_ms=self.now_ms(),
-                                     trailing=trailing,
-                                     protective_cloids=pos.protective_cloids if pos else ())
-        if not self.position.protective_cloids:
-            self._place_protective()
+                                     trailing=trailing)
+        self._place_protective()
         self.store.save_position(self._position_record())
 
     # ---- persistence and health ------------------------------------------------------------

@@ -340,6 +340,13 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     saved = trading_bot.ENTRY_COOLDOWN_S
     trading_bot.ENTRY_COOLDOWN_S = 0.0  # re-enter at once: one sample per cycle
     b = Bot(sim, dry_run=False, strategy={"name": "always_long"})
+    closes = [0]
+    closed = b.bot._closed
+
+    def counted() -> None:  # the bot may re-enter in the same loop turn: count closes, not flat moments
+        closes[0] += 1
+        closed()
+    b.bot._closed = counted  # type: ignore[method-assign]
     lat: list[int] = []
     try:
         for _ in range(ORDERS):
@@ -351,8 +358,9 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
             # From another thread: the main thread must be in the bot's loop when the tick lands.
             emitter = threading.Thread(target=lambda: sent.update(sim.control(
                 "emit_trades", coin="BTC", count=1, px=str(stop_px.quantize(Decimal(1))))))
+            before = closes[0]
             emitter.start()
-            wait_for(lambda: b.bot.position is None, 10, b.step)
+            wait_for(lambda: closes[0] > before, 10, b.step)
             emitter.join()
             exits = [e for e in sim.control("exchange_log")[seen:]
                      if e["action"].get("type") == "order" and e["action"]["orders"][0]["r"]]
@@ -600,7 +608,9 @@ def bench_rss_growth(sim: SimProcess, total: int) -> dict[str, Any]:
 # ---- report --------------------------------------------------------------------------------------
 
 def main() -> int:
-    logging.basicConfig(level=logging.ERROR)  # the bot's INFO lines would drown the progress lines
+    # The bots' own lines go to a file (they would drown the progress lines), kept for post-mortems.
+    logging.basicConfig(level=logging.INFO, filename=str(ROOT / "logs" / "bench.log"), filemode="w",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results: dict[str, Any] = {"repeats": REPEATS, "burst": BURST, "cpus": os.cpu_count(),
                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     sim = SimProcess()

@@ -14,7 +14,7 @@ What passing proves (each check is spelled out in tests/integration/crashlib.py)
 (d) from the simulator's own timeline, a position without a resting reduce-only stop never outlived
     the start-up reconciliation of the next bot (nor stayed naked > 1 s under a running bot);
 (e) every run died of its SIGKILL (no crash of its own, no traceback) and the final one exited 0.
-`.venv/bin/python bench/crash.py --kills 200` runs the long version (`make bench` too).
+`.venv/bin/python bench/crash.py --kills 200` runs the long version (`make crash` too).
 """
 from __future__ import annotations
 

@@ -61,6 +61,8 @@ BAD_CONFIGS = [
     ("key env name", {"account": {"private_key_env": "MY KEY"}}, "account.private_key_env", "environment variable"),
     ("sim seed", {"simulator": {"seed": -1}}, "simulator.seed", ">= 0"),
     ("document is a list", [1, 2, 3], "the config", "an object"),
+    ("demo strategy with real money", {"network": "mainnet", "dry_run": False, "strategy": {"name": "always_long"}},
+     "strategy.name", "real money"),
 ]
 
 
