@@ -308,6 +308,7 @@ class HyperliquidRestClient:
         prepared.headers["Content-Length"] = str(len(data))
         prepared.body = data
         prepared.hooks = {"response": []}
+        prepared._cookies = requests.cookies.RequestsCookieJar()  # requests reads it on a 3xx answer
         try:
             # No redirects: the API never sends one, and following it would re-POST a signed action.
             resp = self.session.send(prepared, timeout=self.timeout_s, allow_redirects=False)

@@ -20,6 +20,7 @@ class FakeExchange:
         self.silent = False
         self.refuse = False
         self.ack = True
+        self.no_ack_types: set[str] = set()  # subscription types never acknowledged (refused for good)
         self.connections = 0
         self.subscribes: list[dict[str, Any]] = []
         self.pings = 0
@@ -62,7 +63,7 @@ class FakeExchange:
                     await ws.send_str('{"channel":"pong"}')
                 elif body.get("method") == "subscribe":
                     self.subscribes.append(body["subscription"])
-                    if self.ack:
+                    if self.ack and body["subscription"].get("type") not in self.no_ack_types:
                         await ws.send_str(json.dumps({"channel": "subscriptionResponse", "data": body}))
         finally:
             self.clients.discard(ws)

@@ -204,6 +204,35 @@ def test_unconfirmed_subscription_is_retried_reported_then_connection_renewed(se
         client.stop()
 
 
+def test_refused_user_subscription_is_reported_without_renewing_the_connection(server: FakeExchange) -> None:
+    server.no_ack_types = {"userFills"}  # e.g. the server's 10-users limit: it will never confirm
+    q: queue.Queue = queue.Queue(1000)
+    client = client_for(server, q, subscribe_timeout_s=0.2, data_timeout_s=5, ping_interval_s=0.3)
+    client.start()
+    try:
+        wait_until(lambda: any(type(e) is SubscriptionFailed for e in list(q.queue)), 3)
+        pings = server.pings
+        wait_until(lambda: server.pings >= pings + 2, 3)  # time passes on the same connection
+        assert server.connections == 1 and client.stats().connected
+        assert client.stats().subscriptions_confirmed == 2  # trades and bbo still flow
+    finally:
+        client.stop()
+
+
+def test_quiet_market_is_not_a_dead_connection(server: FakeExchange) -> None:
+    # No trade for longer than the data deadline: a ping on receive silence proves the socket alive.
+    q: queue.Queue = queue.Queue(1000)
+    client = client_for(server, q, data_timeout_s=1.0, ping_interval_s=30.0, pong_timeout_s=0.4)
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        wait_until(lambda: server.pings >= 4, 5)  # > 2 s of silence from the market
+        assert server.connections == 1
+        assert not any(type(e) is Disconnected for e in list(q.queue))
+    finally:
+        client.stop()
+
+
 def test_stop_during_backoff_is_quick_and_leaks_no_thread(server: FakeExchange) -> None:
     server.refuse = True
     q: queue.Queue = queue.Queue(100)

@@ -274,3 +274,26 @@ def test_recorded_payloads_parse() -> None:
     from strategies import parse_candle
     candles = [parse_candle(c) for c in _fixture("sdk_cassette_test_get_candles_snapshot.json")]
     assert candles and candles[0].high >= candles[0].low
+
+
+@responses.activate
+def test_redirect_is_rejected_never_followed() -> None:
+    # Following a redirect would re-POST a signed action somewhere else.
+    responses.post(URL + "/exchange", status=307, headers={"Location": "http://127.0.0.1:10/exchange"})
+    responses.post("http://127.0.0.1:10/exchange", json={"status": "ok"})
+    c = client()
+    responses.post(URL + "/info", json=META)
+    with pytest.raises(RequestRejected, match="307"):
+        c.cancel("BTC", 1)
+    assert [call.request.url for call in responses.calls if "exchange" in call.request.url] == [URL + "/exchange"]
+
+
+def test_environment_read_once_for_proxies_and_ca_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_text("not checked here")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    c = HyperliquidRestClient("https://api.hyperliquid-testnet.xyz")
+    assert c.session.verify == str(bundle)
+    assert c.session.proxies["https"] == "http://proxy.corp:3128"
+    assert c.session.trust_env is False  # no per-call environment scan on the order path
