@@ -301,7 +301,7 @@ class Engine:
         fill = {"coin": order.coin, "px": str(px), "sz": str(size), "side": "B" if order.is_buy else "A",
                 "time": now_ms, "startPosition": str(start), "dir": direction, "closedPnl": str(closed_pnl),
                 "hash": "0x" + format(order.oid, "064x"), "oid": order.oid, "crossed": crossed, "fee": str(fee),
-                "feeToken": "USDC", "tid": next(self._tids)}
+                "feeToken": "USDC", "tid": next(self._tids), "twapId": None}
         if order.cloid:
             fill["cloid"] = order.cloid
         acct.fills.append(fill)

@@ -575,7 +575,7 @@ class SimServer:
                     item.update({"orderType": "Limit" if o.trigger_px is None else ("Stop Market" if o.tpsl == "sl" else "Take Profit Market"),
                                  "triggerPx": str(o.trigger_px or 0), "isTrigger": o.trigger_px is not None,
                                  "reduceOnly": o.reduce_only, "tif": o.tif, "isPositionTpsl": False,
-                                 "triggerCondition": "N/A"})
+                                 "triggerCondition": "N/A", "children": []})
                 out.append(item)
             return out
         if kind == "userFills":

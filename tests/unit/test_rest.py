@@ -22,7 +22,7 @@ from signing import L1Signer, NonceClock, sign_l1_action
 URL = "http://127.0.0.1:9"
 META = {"universe": [{"name": "BTC", "szDecimals": 5, "maxLeverage": 50},
                      {"name": "ETH", "szDecimals": 4, "maxLeverage": 50}]}
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "rest"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rest"  # copies of ../shared/fixtures/rest
 KEY = bytes.fromhex("0123456789abcdef" * 4)
 
 
