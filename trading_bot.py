@@ -540,6 +540,10 @@ class TradingBot:
         if record is not None and record.purpose in ("sl", "tp") and not record.is_terminal:
             self.store.save_order(record.to("filled", self.now_ms()))  # else the next start asks the exchange
         if self.position is None:
+            if record is None:  # flat, and an order we never sent filled: a position may exist now
+                log.warning("an order the bot did not send filled while flat: %s %s at %s; reconciling",
+                            fill.side, fill.size, fill.price)
+                self.position_check_due = "fill of an order the bot did not send"
             return
         # A fill we had not journaled and did not just send an IOC for (our entries and exits have
         # order records of that purpose) changed the position behind our back: an exchange-side stop,
@@ -660,13 +664,13 @@ class TradingBot:
                                     activation_offset_pct=trading.trailing_offset_pct, high_water=high_water)
         log.warning("%s: adopting the exchange's position %s %s at %s (we had %s)", reason, side, size,
                     ours.entry_px, f"{pos.side} {pos.size}" if pos else "none")
-        if pos is not None and pos.protective_cloids:
-            # Sized and sided for the old position: a flipped one could never trigger them, a grown
-            # one would be partly unprotected. Replace them.
-            self._cancel_protective(pos)
         self.position = OpenPosition(side=side, size=size, entry_px=ours.entry_px, opened_ms=self.now_ms(),
                                      trailing=trailing)
         self._place_protective()
+        if pos is not None and pos.protective_cloids:
+            # Sized and sided for the old position: a flipped one could never trigger them, a grown
+            # one would be partly unprotected. Replaced, the new ones first (all are reduce-only).
+            self._cancel_protective(pos)
         self.store.save_position(self._position_record())
 
     # ---- persistence and health ------------------------------------------------------------
