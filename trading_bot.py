@@ -13,6 +13,7 @@ state (the health server reads an immutable snapshot this thread publishes).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -916,6 +917,9 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
                      signer.address, stop_event)
     _warm_up(bot, rest, settings)
     bot.reconcile_at_start()
+    # Start-up objects (modules, meta, candle history) live for the whole run: out of the
+    # collector's sight, full collections stay short, which trims the tail of tick latency.
+    gc.freeze()
     return bot
 
 

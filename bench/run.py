@@ -460,28 +460,43 @@ def client_kwargs(ws: WebSocketSettings) -> dict[str, Any]:
 def bench_faults(sim: SimProcess) -> dict[str, Any]:
     """Three clients with the default settings and three with reconnect_interval 0.5 s share each
     fault, so one real wait gives several samples; an in-process bot with default settings gives
-    the REST fallback switch times."""
+    the REST fallback switch times. Every fault starts from fresh, settled connections (a backoff
+    left over from the previous fault would be measured too)."""
     defaults = WebSocketSettings()
     fast = dict(client_kwargs(defaults), reconnect_interval_s=0.5)
-    groups = {"default": [Watched(sim, **client_kwargs(defaults)) for _ in range(3)],
-              "fast": [Watched(sim, **fast) for _ in range(3)]}
-    every = [w for ws in groups.values() for w in ws]
     reconnect: dict[str, list[float]] = {"default": [], "fast": []}
     stall: list[float] = []
     to_fallback: list[float] = []
     back: list[float] = []
-    b = Bot(sim)
-    try:
-        with Emitter(sim, 200):
-            wait_for(lambda: all(w.first("trade", 0) for w in every), 20)
-            for i in range(SLOW_REPEATS):
-                progress(f"faults: abrupt drop {i + 1}/{SLOW_REPEATS}")
+
+    def fresh() -> tuple[dict[str, list[Watched]], list[Watched], Bot]:
+        groups = {"default": [Watched(sim, **client_kwargs(defaults)) for _ in range(3)],
+                  "fast": [Watched(sim, **fast) for _ in range(3)]}
+        every = [w for ws in groups.values() for w in ws]
+        b = Bot(sim)
+        wait_for(lambda: all(w.first("trade", 0) for w in every) and not b.bot.fallback, 20, b.step)
+        return groups, every, b
+
+    def close(every: list[Watched], b: Bot) -> None:
+        b.close()
+        for w in every:
+            w.close()
+
+    with Emitter(sim, 200):
+        for i in range(SLOW_REPEATS):
+            progress(f"faults: abrupt drop {i + 1}/{SLOW_REPEATS}")
+            groups, every, b = fresh()
+            try:
                 t0 = time.monotonic_ns()
                 sim.control("drop_connections")
                 wait_for(lambda: all(w.first("trade", w.first("Connected", t0) or 2**62) for w in every), 60, b.step)
                 for name, ws in groups.items():
                     reconnect[name] += [(w.first("trade", w.first("Connected", t0)) - t0) / 1e9 for w in ws]
-                progress(f"faults: silent stall {i + 1}/{SLOW_REPEATS} (detection waits for the deadline)")
+            finally:
+                close(every, b)
+            progress(f"faults: silent stall {i + 1}/{SLOW_REPEATS} (detection waits for the deadline)")
+            groups, every, b = fresh()
+            try:
                 t0 = time.monotonic_ns()
                 sim.control("silence")
                 wait_for(lambda: b.bot.fallback, 60, b.step)
@@ -492,11 +507,9 @@ def bench_faults(sim: SimProcess) -> dict[str, Any]:
                 sim.control("unsilence")
                 wait_for(lambda: not b.bot.fallback, 60, b.step)
                 back.append((time.monotonic_ns() - t1) / 1e9)
-                wait_for(lambda: all(w.first("trade", t1) for w in every), 60, b.step)
-    finally:
-        b.close()
-        for w in every:
-            w.close()
+            finally:
+                sim.control("unsilence")
+                close(every, b)
     return {"reconnect_to_first_trade_s_default": summary(reconnect["default"]),
             "reconnect_to_first_trade_s_interval_0_5": summary(reconnect["fast"]),
             "silent_stall_detected_s": summary(stall),
