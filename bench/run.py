@@ -245,6 +245,25 @@ class SdkConsumer(FloorConsumer):
         self.manager.stop()
 
 
+class ClientConsumer:
+    """Our client + its bounded queue, drained by the main thread (issue 4's figure: no bot)."""
+
+    name = "client"
+
+    def __init__(self, sim: SimProcess) -> None:
+        self.q: queue.Queue = queue.Queue(10_000)
+        self.client = HyperliquidWebSocketClient(sim.ws_url, [TRADES], self.q)
+        self.client.start()
+        wait_for(lambda: self.client.stats().subscriptions_confirmed == 1, 10)
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        event = self.q.get(timeout=timeout)
+        return [(event.tid, time.monotonic_ns())] if type(event) is Trade else []
+
+    def close(self) -> None:
+        self.client.stop()
+
+
 class HlbotConsumer:
     """Our client + bounded queue + the bot's real main loop (`step` → `handle` → exits, candles,
     timers). A tick counts as arrived when the main thread has finished handling it."""
@@ -305,7 +324,7 @@ def drive(sim: SimProcess, consumer: Any, count: int, rate_hz: float | None) -> 
 
 def bench_stream(sim: SimProcess) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for cls in (FloorConsumer, SdkConsumer, HlbotConsumer):
+    for cls in (FloorConsumer, SdkConsumer, ClientConsumer, HlbotConsumer):
         name = cls.name
         progress(f"stream: {name}")
         consumer = cls(sim)
@@ -327,6 +346,7 @@ def bench_stream(sim: SimProcess) -> dict[str, Any]:
             consumer.close()
     floor = out["floor_burst_msgs_per_s"]["median"]
     out["hlbot_ratio_to_floor"] = out["hlbot_burst_msgs_per_s"]["median"] / floor
+    out["client_ratio_to_floor"] = out["client_burst_msgs_per_s"]["median"] / floor
     out["sdk_ratio_to_floor"] = out["sdk_burst_msgs_per_s"]["median"] / floor
     return out
 
@@ -347,6 +367,32 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
         closes[0] += 1
         closed()
     b.bot._closed = counted  # type: ignore[method-assign]
+    # Stamps along the path (first of each per sample), to say where the time goes.
+    marks: dict[str, int] = {}
+    handle, save, send = b.bot.handle, b.store.save_order, b.bot.rest.session.send
+
+    def stamped_handle(event: Any) -> None:
+        if type(event) is Trade and event.tid >= 10**9:
+            marks.setdefault("received", event.recv_ns)
+            marks.setdefault("handled", time.monotonic_ns())
+        handle(event)
+
+    def stamped_save(record: Any) -> None:
+        if "handled" in marks and "saved" not in marks:
+            marks["save"] = time.monotonic_ns()
+            save(record)
+            marks["saved"] = time.monotonic_ns()
+            return
+        save(record)
+
+    def stamped_send(prepared: Any, **kw: Any) -> Any:
+        if "saved" in marks:
+            marks.setdefault("sent", time.monotonic_ns())
+        return send(prepared, **kw)
+    b.bot.handle, b.store.save_order, b.bot.rest.session.send = stamped_handle, stamped_save, stamped_send
+    segments: dict[str, list[float]] = {k: [] for k in (
+        "sim send -> socket thread parsed", "-> main thread handles", "-> exit decided, cloid saving",
+        "SQLite: cloid saved", "-> signed, handed to requests", "requests -> sim /exchange handler")}
     lat: list[int] = []
     try:
         for _ in range(ORDERS):
@@ -354,22 +400,27 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
             wait_for(lambda: b.bot.position is not None, 10, b.step)
             stop_px = b.bot.position.entry_px * Decimal("0.98")
             seen = len(sim.control("exchange_log"))
-            sent: dict[str, Any] = {}
-            # From another thread: the main thread must be in the bot's loop when the tick lands.
-            emitter = threading.Thread(target=lambda: sent.update(sim.control(
-                "emit_trades", coin="BTC", count=1, px=str(stop_px.quantize(Decimal(1))))))
+            marks.clear()
             before = closes[0]
-            emitter.start()
+            # Sent 20 ms after the control call returns: the bot's main thread is in its loop when
+            # the tick lands and nothing else in this process is busy.
+            tids = sim.control("emit_trades", coin="BTC", count=1, px=str(stop_px.quantize(Decimal(1))),
+                               delay_s=0.02)["tids"]
             wait_for(lambda: closes[0] > before, 10, b.step)
-            emitter.join()
+            sent = sim.control("emitted", tids=tids)
             exits = [e for e in sim.control("exchange_log")[seen:]
                      if e["action"].get("type") == "order" and e["action"]["orders"][0]["r"]]
             lat.append(exits[0]["recv_ns"] - sent["send_ns"][0])
+            points = [sent["send_ns"][0], marks["received"], marks["handled"], marks["save"], marks["saved"],
+                      marks["sent"], exits[0]["recv_ns"]]
+            for name, a, z in zip(segments, points, points[1:]):
+                segments[name].append((z - a) / 1e6)
     finally:
         b.close()
         trading_bot.ENTRY_COOLDOWN_S = saved
     ms = [x / 1e6 for x in lat]
-    return {"samples": len(ms), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms)}
+    return {"samples": len(ms), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms),
+            "segments_median_ms": {k: statistics.median(v) for k, v in segments.items()}}
 
 
 # ---- 3. signing and /exchange round trip ---------------------------------------------------------
@@ -639,7 +690,8 @@ def main() -> int:
     results["idle"] = bench_idle()
     s, f = results["stream"], results["faults"]
     checks = {
-        "burst throughput >= 75% of the floor": s["hlbot_ratio_to_floor"] >= 0.75,
+        "burst throughput, client + queue >= 75% of the floor": s["client_ratio_to_floor"] >= 0.75,
+        "burst throughput, client + queue + main loop >= 75% of the floor": s["hlbot_ratio_to_floor"] >= 0.75,
         "p99 tick-to-main-thread <= 1 ms at 1000 msg/s": s["hlbot_1000hz_latency_ms"]["p99"]["median"] <= 1.0,
         "tick-to-order p50 <= 1.5 ms": results["tick_to_order"]["p50_ms"] <= 1.5,
         "signing <= 0.3 ms": results["signing"]["sign_ms"]["median"] <= 0.3,
@@ -666,22 +718,27 @@ def write_markdown(r: dict[str, Any]) -> None:
         f"process on loopback. Median (min–max) over {r['repeats']} runs unless noted; burst = {r['burst']}",
         "trade messages sent as fast as the simulator can. Latency = simulator send → main thread done.", "",
         "## Stream", "",
-        "| figure | floor (websocket-client + json + Queue) | official SDK WebsocketManager | hlbot client + queue + main loop |",
-        "|---|---|---|---|",
+        "| figure | floor (websocket-client + json + Queue) | official SDK WebsocketManager | hlbot client + queue "
+        "| hlbot client + queue + main loop |",
+        "|---|---|---|---|---|",
         f"| burst, msgs/s | {m(s['floor_burst_msgs_per_s'], 0)} | {m(s['sdk_burst_msgs_per_s'], 0)} | "
-        f"{m(s['hlbot_burst_msgs_per_s'], 0)} |",
+        f"{m(s['client_burst_msgs_per_s'], 0)} | {m(s['hlbot_burst_msgs_per_s'], 0)} |",
     ]
     for hz in (1000, 5000):
         for p in ("p50", "p99", "max"):
             lines.append(f"| {p} at {hz} msg/s, ms | {m(s[f'floor_{hz}hz_latency_ms'][p])} | "
-                         f"{m(s[f'sdk_{hz}hz_latency_ms'][p])} | {m(s[f'hlbot_{hz}hz_latency_ms'][p])} |")
+                         f"{m(s[f'sdk_{hz}hz_latency_ms'][p])} | {m(s[f'client_{hz}hz_latency_ms'][p])} | "
+                         f"{m(s[f'hlbot_{hz}hz_latency_ms'][p])} |")
     lines += [
-        "", f"Ratio to the floor (burst medians): hlbot {s['hlbot_ratio_to_floor']:.2f}, "
+        "", f"Ratio to the floor (burst medians): client + queue {s['client_ratio_to_floor']:.2f}, "
+        f"with the main loop {s['hlbot_ratio_to_floor']:.2f}, "
         f"SDK {s['sdk_ratio_to_floor']:.2f}. Market data dropped by hlbot's bounded queue: "
         f"{s['hlbot_market_data_dropped']}.", "",
         "## Orders", "",
         f"- Tick-to-order (trade crossing the stop sent → signed exit order at /exchange), {t['samples']} exits: "
         f"p50 {t['p50_ms']:.3f} ms, p99 {t['p99_ms']:.3f} ms, max {t['max_ms']:.3f} ms",
+        "  - where the time goes (medians, ms): " + "; ".join(
+            f"{k} {v:.3f}" for k, v in t["segments_median_ms"].items()),
         f"- Signing one order (median per run of 2000): {m(r['signing']['sign_ms'], 4)} ms",
         f"- `/exchange` round trip on loopback (resting Alo order): {m(r['exchange']['exchange_round_trip_ms'])} ms",
         "", "## Faults (default settings unless noted)", "",
@@ -700,6 +757,15 @@ def write_markdown(r: dict[str, Any]) -> None:
         f"RSS growth over {r['rss']['messages_sent']} messages (client + queue + main loop): "
         f"{r['rss']['rss_growth_mb']:.2f} MB ({r['rss']['rss_growth_mb_per_million']:.2f} MB per million; "
         f"{r['rss']['dropped_by_queue']} dropped by the bounded queue while the sim outran the loop)",
+        "", "## What bounds the misses (profiled with py-spy and cProfile)", "",
+        "- Burst throughput: per message our client pays what the floor pays (websocket-client reads",
+        "  each frame in 2-3 socket calls; one queue hand-off that wakes the main thread, a futex and a",
+        "  GIL hand-over) plus typed parsing: Decimal price and size, validation and an immutable event,",
+        "  about 12 us where the floor's json.loads takes 6 us. The main loop adds little (events are",
+        "  drained in batches of up to 64 between timer passes).",
+        "- Tick-to-order: see the segments above. The HTTP stacks on both ends (requests/urllib3 in the",
+        "  bot, aiohttp in the simulator) take about a millisecond; the cloid is written to SQLite",
+        "  before the order leaves (crash safety); signing is about 0.1 ms of it.",
         "", "## Targets", ""]
     lines += [f"- {v} {k}" for k, v in r["checks"].items()]
     (ROOT / "docs" / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")

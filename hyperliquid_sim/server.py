@@ -136,6 +136,7 @@ class SimServer:
         self._refuse_until = 0.0
         self._429_until = 0.0
         self._exchange_log: list[dict[str, Any]] = []
+        self._emitted: dict[int, int] = {}  # tid -> send time of trades emitted with a delay
         self._messages: dict[str, collections.deque[float]] = {}  # ip -> monotonic times in the last minute
         self._stats = {"ws_messages_in": 0, "ws_messages_out": 0, "info_requests": 0, "exchange_requests": 0,
                        "ws_connections_refused": 0, "ws_limit_errors": 0, "replayed_trades": 0}
@@ -680,20 +681,39 @@ class SimServer:
         return {"started": True}
 
     async def _op_emit_trades(self, coin: str, count: int, rate_hz: float | None = None,
-                              px: Any = None) -> dict[str, Any]:
-        send_ns, tids = [], []
+                              px: Any = None, delay_s: float = 0.0) -> dict[str, Any]:
+        """Send `count` trades at `px` (default: the current price), as fast as possible or at
+        `rate_hz`. Each send time (monotonic ns, taken just before the frame goes out) is returned
+        with its tid. With `delay_s` the call returns at once with the tids and the trades go out
+        later: a benchmark's answer then does not land while the client is busy with the trade;
+        `emitted` gives the send times afterwards."""
         price = Decimal(str(px)) if px is not None else self.engine.prices[coin]
+        tids = [next(self.engine._tids) for _ in range(count)]
+        if delay_s > 0:
+            async def later() -> None:
+                await asyncio.sleep(delay_s)
+                for tid, ns in zip(tids, await self._emit(coin, tids, rate_hz, price)):
+                    self._emitted[tid] = ns
+                while len(self._emitted) > 100_000:
+                    self._emitted.pop(next(iter(self._emitted)))
+            asyncio.ensure_future(later())
+            return {"scheduled": count, "tids": tids}
+        return {"sent": count, "send_ns": await self._emit(coin, tids, rate_hz, price), "tids": tids}
+
+    async def _op_emitted(self, tids: list[int]) -> dict[str, Any]:
+        return {"send_ns": [self._emitted.get(int(t)) for t in tids]}
+
+    async def _emit(self, coin: str, tids: list[int], rate_hz: float | None, price: Decimal) -> list[int]:
+        send_ns = []
         key = _key({"type": "trades", "coin": coin})
         started = time.monotonic()
-        for i in range(count):
-            tid = next(self.engine._tids)
+        for i, tid in enumerate(tids):
             text = ('{"channel":"trades","data":[{"coin":"%s","side":"B","px":"%s","sz":"0.01","hash":"0x0",'
                     '"time":%d,"tid":%d,"users":[]}]}' % (coin, price, now_ms(), tid))
+            send_ns.append(time.monotonic_ns())
             for conn in list(self.conns):
                 if key in conn.subs and not conn.ws.closed and not self._silent:
                     await conn.ws.send_str(text)
-            send_ns.append(time.monotonic_ns())
-            tids.append(tid)
             if rate_hz:
                 delay = started + (i + 1) / rate_hz - time.monotonic()
                 if delay > 0:
@@ -701,7 +721,7 @@ class SimServer:
             elif i % 256 == 255:
                 await asyncio.sleep(0)
         self.engine.prices[coin] = price
-        return {"sent": count, "send_ns": send_ns, "tids": tids}
+        return send_ns
 
     async def _op_pause_feed(self) -> dict[str, Any]:
         self._feed_on.clear()
@@ -772,8 +792,12 @@ class SimServer:
     def move_price(self, coin: str, path: Iterable[Any], interval_s: float = 0.05) -> dict[str, Any]:
         return self._run(self._op_move_price(coin, list(path), interval_s))
 
-    def emit_trades(self, coin: str, count: int, rate_hz: float | None = None, px: Any = None) -> dict[str, Any]:
-        return self._run(self._op_emit_trades(coin, count, rate_hz, px))
+    def emit_trades(self, coin: str, count: int, rate_hz: float | None = None, px: Any = None,
+                    delay_s: float = 0.0) -> dict[str, Any]:
+        return self._run(self._op_emit_trades(coin, count, rate_hz, px, delay_s))
+
+    def emitted(self, tids: list[int]) -> dict[str, Any]:
+        return self._run(self._op_emitted(tids))
 
     def pause_feed(self) -> dict[str, Any]:
         return self._run(self._op_pause_feed())
