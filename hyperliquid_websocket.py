@@ -443,6 +443,10 @@ class HyperliquidWebSocketClient:
             finally:
                 self._close()
             if self._stop.is_set():
+                with self._lock:
+                    was, self._connected = self._connected, False
+                if was:
+                    log.info("WebSocket connection closed (client stopping)")
                 break
             was_connected = self._mark_disconnected(reason)
             if was_connected and self.clock() - session_start >= self.healthy_after_s:
