@@ -42,6 +42,7 @@ from hyperliquid_websocket import Connected, Disconnected, HyperliquidWebSocketC
 from settings import WebSocketSettings, settings_from_dict  # noqa: E402
 from signing import L1Signer, NonceClock  # noqa: E402
 from state import StateStore  # noqa: E402
+from tests.waiting import wait_until as wait_for  # noqa: E402
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 SLOW_REPEATS = int(os.environ.get("BENCH_SLOW_REPEATS", "2"))
@@ -60,19 +61,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(pred: Callable[[], Any], timeout_s: float, step: Callable[[], Any] | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.005)
-    raise RuntimeError(f"bench: condition not met within {timeout_s}s")
 
 
 class SimProcess:

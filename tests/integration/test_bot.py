@@ -19,22 +19,9 @@ from hyperliquid_sim import SimConfig, SimServer
 from settings import settings_from_dict
 from state import StateStore
 from trading_bot import TradingBot, build_bot
+from tests.waiting import wait_until  # noqa: F401 - also imported from here by other tests
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float, step: Callable[[], None] | None = None) -> Any:
-    """Poll `pred` (running `step` between polls, e.g. one bot loop turn) until true or deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout_s}s")
 
 
 @pytest.fixture
