@@ -473,12 +473,16 @@ class TradingBot:
             try:
                 canceled = self.exchange.cancel_by_cloid(self.symbol, cloid)
             except HyperliquidError as exc:
-                log.warning("could not cancel exchange-side order %s: %s; retrying before the next entry", cloid, exc)
-                if cloid not in self.uncanceled:
+                if cloid not in self.uncanceled:  # warned once; the retries before each entry stay quiet
+                    log.warning("could not cancel exchange-side order %s: %s; entries wait until it is canceled",
+                                cloid, exc)
                     self.uncanceled.append(cloid)
+                else:
+                    log.debug("cancel of %s failed again: %s", cloid, exc)
                 continue
             if cloid in self.uncanceled:
                 self.uncanceled.remove(cloid)
+                log.info("exchange-side order %s canceled on retry; entries resume", cloid)
             record = self.store.order(cloid)
             if canceled and record is not None and not record.is_terminal:
                 self.store.save_order(record.to("canceled", self.now_ms(), reason="position closed"))
