@@ -544,18 +544,14 @@ class TradingBot:
         record = self.store.order(fill.cloid) if fill.cloid else None
         if record is not None and record.purpose in ("sl", "tp") and not record.is_terminal:
             self.store.save_order(record.to("filled", self.now_ms()))  # else the next start asks the exchange
-        if self.position is None:
-            if record is None:  # flat, and an order we never sent filled: a position may exist now
-                log.warning("an order the bot did not send filled while flat: %s %s at %s; reconciling",
-                            fill.side, fill.size, fill.price)
-                self.position_check_due = "fill of an order the bot did not send"
-            return
         # A fill we had not journaled and did not just send an IOC for (our entries and exits have
-        # order records of that purpose) changed the position behind our back: an exchange-side stop,
-        # one left by a killed run, or a manual trade. The snapshot counts too: a stop that fired
-        # during start-up arrives only there, and without this the bot kept a position it no longer had.
-        if record is None or record.purpose in ("sl", "tp"):
-            what = f"exchange-side {record.purpose}" if record is not None else "an order the bot did not send"
+        # order records of that purpose) changed the position behind our back: a manual trade (even
+        # while flat: a position may exist now), an exchange-side stop, or one left by a killed run.
+        # The snapshot counts too: a stop that fired during start-up arrives only there, and without
+        # this the bot kept a position it no longer had.
+        stop_fill = record is not None and record.purpose in ("sl", "tp") and self.position is not None
+        if record is None or stop_fill:
+            what = "an order the bot did not send" if record is None else f"exchange-side {record.purpose}"
             log.warning("%s filled: %s %s at %s; reconciling", what, fill.side, fill.size, fill.price)
             self.position_check_due = f"{what} filled"  # once after the batch, not once per fill
 
