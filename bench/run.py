@@ -13,6 +13,7 @@ BENCH_SLOW_REPEATS (2: the fault figures wait for real deadlines), BENCH_ORDERS 
 from __future__ import annotations
 
 import gc
+import http.client
 import json
 import logging
 import os
@@ -357,7 +358,7 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     b.bot._closed = counted  # type: ignore[method-assign]
     # Stamps along the path (first of each per sample), to say where the time goes.
     marks: dict[str, int] = {}
-    handle, save, send = b.bot.handle, b.store.save_order, b.bot.rest.session.send
+    handle, save, send = b.bot.handle, b.store.save_order, b.bot.rest.line.post
 
     def stamped_handle(event: Any) -> None:
         if type(event) is Trade and event.tid >= 10**9:
@@ -373,14 +374,22 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
             return
         save(record)
 
-    def stamped_send(prepared: Any, **kw: Any) -> Any:
+    def stamped_send(path: str, body: bytes) -> Any:
         if "saved" in marks:
             marks.setdefault("sent", time.monotonic_ns())
-        return send(prepared, **kw)
-    b.bot.handle, b.store.save_order, b.bot.rest.session.send = stamped_handle, stamped_save, stamped_send
+        return send(path, body)
+    wire_send = http.client.HTTPConnection.send
+
+    def stamped_wire(conn: Any, data: Any) -> Any:  # the request's bytes go to the socket
+        if "sent" in marks:
+            marks.setdefault("wire", time.monotonic_ns())
+        return wire_send(conn, data)
+    b.bot.handle, b.store.save_order, b.bot.rest.line.post = stamped_handle, stamped_save, stamped_send
+    http.client.HTTPConnection.send = stamped_wire  # type: ignore[method-assign]
     segments: dict[str, list[float]] = {k: [] for k in (
         "sim send -> socket thread parsed", "-> main thread handles", "-> exit decided, cloid saving",
-        "SQLite: cloid saved", "-> signed, handed to requests", "requests -> sim /exchange handler")}
+        "SQLite: cloid saved", "-> signed, handed to the HTTP line", "-> bytes on the socket",
+        "socket -> sim /exchange handler")}
     lat: list[int] = []
     try:
         for _ in range(ORDERS):
@@ -400,10 +409,11 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
                      if e["action"].get("type") == "order" and e["action"]["orders"][0]["r"]]
             lat.append(exits[0]["recv_ns"] - sent["send_ns"][0])
             points = [sent["send_ns"][0], marks["received"], marks["handled"], marks["save"], marks["saved"],
-                      marks["sent"], exits[0]["recv_ns"]]
+                      marks["sent"], marks["wire"], exits[0]["recv_ns"]]
             for name, a, z in zip(segments, points, points[1:]):
                 segments[name].append((z - a) / 1e6)
     finally:
+        http.client.HTTPConnection.send = wire_send  # type: ignore[method-assign]
         b.close()
         trading_bot.ENTRY_COOLDOWN_S = saved
     ms = [x / 1e6 for x in lat]

@@ -40,9 +40,11 @@ class FakeTime:
 
 
 def client(ft: FakeTime | None = None, **kw) -> HyperliquidRestClient:
+    """/exchange through requests too, so that `responses` sees it (tests/integration/test_http_line.py
+    runs the same status table over the http.client line the bot uses)."""
     ft = ft or FakeTime()
     return HyperliquidRestClient(URL, signer=L1Signer(KEY, is_mainnet=False), nonce_clock=NonceClock(lambda: 1_700_000_000_000),
-                                 clock=ft.clock, sleep=ft.sleep, rng=lambda: 0.0, **kw)
+                                 clock=ft.clock, sleep=ft.sleep, rng=lambda: 0.0, order_line=False, **kw)
 
 
 def info_bodies(rsps: responses.RequestsMock) -> list[dict]:
@@ -297,3 +299,7 @@ def test_environment_read_once_for_proxies_and_ca_bundle(monkeypatch: pytest.Mon
     assert c.session.verify == str(bundle)
     assert c.session.proxies["https"] == "http://proxy.corp:3128"
     assert c.session.trust_env is False  # no per-call environment scan on the order path
+    assert c.line is None  # behind a proxy, orders go through requests, which knows proxies
+    monkeypatch.setenv("NO_PROXY", "api.hyperliquid-testnet.xyz")
+    direct = HyperliquidRestClient("https://api.hyperliquid-testnet.xyz")
+    assert direct.line is not None and direct.line.ca_bundle == str(bundle)
