@@ -10,11 +10,15 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal
 
-OrderStatus = Literal["pending", "submitted", "resting", "filled", "canceled", "rejected", "unknown"]
+OrderStatus = Literal["reserved", "pending", "submitted", "resting", "filled", "canceled", "rejected", "unknown"]
 Purpose = Literal["entry", "exit", "tp", "sl"]
 
 TERMINAL: frozenset[str] = frozenset({"filled", "canceled", "rejected"})
 TRANSITIONS: dict[str, frozenset[str]] = {
+    # "reserved": an exit's cloid saved ahead of need, so the exit itself sends with no write first.
+    # Once sent it is treated like "pending"; one never sent is canceled (or, after a crash, found
+    # unknown to the exchange and rejected).
+    "reserved": frozenset({"pending", "submitted", "resting", "filled", "canceled", "rejected", "unknown"}),
     "pending": frozenset({"submitted", "resting", "filled", "canceled", "rejected", "unknown"}),
     "submitted": frozenset({"resting", "filled", "canceled", "rejected", "unknown"}),
     "unknown": frozenset({"resting", "filled", "canceled", "rejected"}),
@@ -53,10 +57,12 @@ class OrderRecord:
 
     @classmethod
     def new(cls, *, cloid: str, coin: str, side: Literal["buy", "sell"], size: Decimal,
-            limit_px: Decimal, reduce_only: bool, purpose: str, created_ms: int) -> "OrderRecord":
-        """A record saved before the order is sent (status `pending`)."""
+            limit_px: Decimal, reduce_only: bool, purpose: str, created_ms: int,
+            status: Literal["pending", "reserved"] = "pending") -> "OrderRecord":
+        """A record saved before the order is sent (status `pending`), or its cloid saved ahead of
+        need (`reserved`)."""
         return cls(cloid=cloid, coin=coin, side=side, size=size, limit_px=limit_px,
-                   reduce_only=reduce_only, purpose=purpose, status="pending",
+                   reduce_only=reduce_only, purpose=purpose, status=status,
                    created_ms=created_ms, updated_ms=created_ms)
 
     def to(self, status: str, now_ms: int, **changes: object) -> "OrderRecord":

@@ -358,7 +358,7 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     b.bot._closed = counted  # type: ignore[method-assign]
     # Stamps along the path (first of each per sample), to say where the time goes.
     marks: dict[str, int] = {}
-    handle, save, send = b.bot.handle, b.store.save_order, b.bot.rest.line.post
+    handle, market_order, post = b.bot.handle, b.bot.exchange.market_order, b.bot.rest.line.post
 
     def stamped_handle(event: Any) -> None:
         if type(event) is Trade and event.tid >= 10**9:
@@ -366,30 +366,26 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
             marks.setdefault("handled", time.monotonic_ns())
         handle(event)
 
-    def stamped_save(record: Any) -> None:
-        if "handled" in marks and "saved" not in marks:
-            marks["save"] = time.monotonic_ns()
-            save(record)
-            marks["saved"] = time.monotonic_ns()
-            return
-        save(record)
+    def stamped_market_order(*args: Any, **kw: Any) -> Any:
+        if "handled" in marks and kw.get("reduce_only"):
+            marks.setdefault("decided", time.monotonic_ns())
+        return market_order(*args, **kw)
 
-    def stamped_send(path: str, body: bytes) -> Any:
-        if "saved" in marks:
-            marks.setdefault("sent", time.monotonic_ns())
-        return send(path, body)
+    def stamped_post(path: str, body: bytes) -> Any:
+        if "decided" in marks:
+            marks.setdefault("signed", time.monotonic_ns())
+        return post(path, body)
     wire_send = http.client.HTTPConnection.send
 
     def stamped_wire(conn: Any, data: Any) -> Any:  # the request's bytes go to the socket
-        if "sent" in marks:
+        if "signed" in marks:
             marks.setdefault("wire", time.monotonic_ns())
         return wire_send(conn, data)
-    b.bot.handle, b.store.save_order, b.bot.rest.line.post = stamped_handle, stamped_save, stamped_send
+    b.bot.handle, b.bot.exchange.market_order, b.bot.rest.line.post = stamped_handle, stamped_market_order, stamped_post
     http.client.HTTPConnection.send = stamped_wire  # type: ignore[method-assign]
     segments: dict[str, list[float]] = {k: [] for k in (
-        "sim send -> socket thread parsed", "-> main thread handles", "-> exit decided, cloid saving",
-        "SQLite: cloid saved", "-> signed, handed to the HTTP line", "-> bytes on the socket",
-        "socket -> sim /exchange handler")}
+        "sim send -> socket thread parsed", "-> main thread handles", "-> exit decided (cloid reserved)",
+        "-> signed, handed to the HTTP line", "-> bytes on the socket", "socket -> sim /exchange handler")}
     lat: list[int] = []
     try:
         for _ in range(ORDERS):
@@ -408,8 +404,8 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
             exits = [e for e in sim.control("exchange_log")[seen:]
                      if e["action"].get("type") == "order" and e["action"]["orders"][0]["r"]]
             lat.append(exits[0]["recv_ns"] - sent["send_ns"][0])
-            points = [sent["send_ns"][0], marks["received"], marks["handled"], marks["save"], marks["saved"],
-                      marks["sent"], marks["wire"], exits[0]["recv_ns"]]
+            points = [sent["send_ns"][0], marks["received"], marks["handled"], marks["decided"], marks["signed"],
+                      marks["wire"], exits[0]["recv_ns"]]
             for name, a, z in zip(segments, points, points[1:]):
                 segments[name].append((z - a) / 1e6)
     finally:

@@ -1,7 +1,8 @@
 """The bot's recovery paths against the simulator on 127.0.0.1: exit backoff reset on close, failed
 cancels that block the next entry, protective orders with an unknown result, the start-up check
 that re-places only a missing level, protective orders replaced when an adopted position changes,
-and one position check per burst of foreign fills.
+one position check per burst of foreign fills, and the exit cloid reserved ahead of need (sent with
+no write first, resolved or retired at the next start, retired when the position closes otherwise).
 
 Failures are injected by wrapping one method of the bot's own REST client on the instance (the
 sim cannot lose an answer or refuse one cancel); everything else is the real bot on the real sim.
@@ -276,5 +277,98 @@ def test_burst_of_foreign_fills_costs_one_position_check(sim: SimServer, tmp_pat
             h.step()
         assert len([f for f in h.store.fills() if f["px"] == D("49900")]) == fills
         assert checks.calls == 1
+    finally:
+        h.close()
+
+
+def test_exit_sends_on_its_reserved_cloid_with_no_write_first(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path)
+    try:
+        open_long(sim, h, protective=False)
+        wait_until(lambda: h.bot.exit_cloid is not None, 5, h.step)
+        reserved = h.bot.exit_cloid
+        assert h.store.order(reserved).status == "reserved"  # saved while nothing was urgent
+        events: list[tuple[str, str, str]] = []
+        save, market_order = h.store.save_order, h.bot.exchange.market_order
+
+        def saving(record: Any) -> None:
+            events.append(("save", record.cloid, record.status))
+            save(record)
+
+        def sending(*args: Any, **kw: Any) -> Any:
+            events.append(("send", kw["cloid"], ""))
+            return market_order(*args, **kw)
+        h.store.save_order, h.bot.exchange.market_order = saving, sending  # type: ignore[method-assign]
+        sim.set_price("BTC", "49400")  # through the 1 % stop
+        wait_until(lambda: h.bot.position is None, 5, h.step)
+        assert events[:2] == [("send", reserved, ""), ("save", reserved, "filled")]
+        exits = ioc_orders(sim, reduce_only=True)
+        assert [o["c"] for o in exits] == [reserved]
+        assert h.store.order(reserved).size == D(exits[0]["s"]) and h.store.order(reserved).limit_px == D("49400")
+        assert h.bot.exit_cloid is None  # flat: nothing reserved until the next position
+    finally:
+        h.close()
+
+
+def test_exit_with_unknown_result_keeps_its_record_and_the_retry_gets_a_new_cloid(
+        sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trading_bot, "EXIT_RETRY_BASE_S", 0.05)
+    h = make_bot(sim, tmp_path)
+    try:
+        open_long(sim, h, protective=False)
+        wait_until(lambda: h.bot.exit_cloid is not None, 5, h.step)
+        first = h.bot.exit_cloid
+        market_order = Wrapped(h.bot.exchange.market_order, fail_with=lambda: OrderStatusUnknown(first))
+        h.bot.exchange.market_order = market_order  # type: ignore[method-assign]
+        sim.set_price("BTC", "49400")
+        wait_until(lambda: market_order.calls == 1, 5, h.step)
+        lost = h.store.order(first)
+        assert lost.status == "pending" and lost.limit_px == D("49400")  # the next start looks it up
+        market_order.fail_with = None
+        wait_until(lambda: h.bot.position is None, 5, h.step)
+        retry = ioc_orders(sim, reduce_only=True)
+        assert len(retry) == 1 and retry[0]["c"] not in (first, None)  # a new cloid, saved before it went out
+        assert h.store.order(retry[0]["c"]).status == "filled"
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("sent", [False, True])
+def test_restart_resolves_a_reserved_exit_cloid(sim: SimServer, tmp_path: Path, sent: bool,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    h = make_bot(sim, tmp_path)
+    try:
+        open_long(sim, h, protective=False)
+        wait_until(lambda: h.bot.exit_cloid is not None, 5, h.step)
+        reserved = h.bot.exit_cloid
+        if sent:  # the exit went out and the process died before writing its result
+            h.bot.rest.market_order("BTC", False, h.bot.position.size, D("0.5"), reference_px=D("50000"),
+                                    reduce_only=True, cloid=reserved)
+        caplog.clear()
+        h.bot.reconcile_at_start()  # what the next start runs on this state file
+        record = h.store.order(reserved)
+        if sent:
+            assert record.status == "filled" and h.bot.position is None
+            assert "had no result at the last stop; the exchange says filled" in caplog.text
+        else:
+            assert record.status == "canceled" and record.reason == "reserved, not used"
+            assert "had no result" not in caplog.text  # not an incident: nothing was sent
+            assert h.bot.position is not None
+    finally:
+        h.close()
+
+
+def test_reserved_exit_cloid_retired_when_the_exchange_stop_closes_the_position(
+        sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path, **EXCHANGE_EXITS)
+    try:
+        open_long(sim, h)
+        wait_until(lambda: h.bot.exit_cloid is not None, 5, h.step)
+        reserved = h.bot.exit_cloid
+        h.bot.rest.market_order("BTC", False, h.bot.position.size, D("0.5"), reference_px=D("50000"),
+                                reduce_only=True)  # closed behind the bot's back
+        wait_until(lambda: h.bot.position is None, 10, h.step)
+        assert h.store.order(reserved).status == "canceled"
+        assert reserved not in [o.get("c") for o in ioc_orders(sim, reduce_only=True)]
     finally:
         h.close()
