@@ -1,10 +1,11 @@
-"""parse_frame over every channel and every bad input; Backoff as a table."""
+"""parse_frame over every channel and every bad input; Backoff as a table; the buffered frame reader."""
 from __future__ import annotations
 
 import json
 from decimal import Decimal as D
 
 import pytest
+import websocket
 
 from hyperliquid_websocket import (Backoff, Bbo, Fill, L2Book, Mids, NonUserCancel, OrderUpdate, Trade,
                                    parse_frame)
@@ -115,3 +116,59 @@ def test_backoff_reset_and_validation() -> None:
         Backoff(0, 1)
     with pytest.raises(ValueError):
         Backoff(2, 1)
+
+
+class ScriptedSocket:
+    """Stands in for the connected socket: each recv() returns the next scripted chunk, however
+    many bytes were asked for (None: the read times out; end of script: the peer closed)."""
+
+    def __init__(self, chunks: list[bytes | None]) -> None:
+        self.chunks = chunks
+        self.reads = 0
+
+    def gettimeout(self) -> float:
+        return 0.2
+
+    def recv(self, bufsize: int) -> bytes:
+        self.reads += 1
+        if not self.chunks:
+            return b""
+        chunk = self.chunks.pop(0)
+        if chunk is None:
+            raise TimeoutError("timed out")
+        assert len(chunk) <= bufsize
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+def server_frame(text: str) -> bytes:
+    return websocket.ABNF(1, 0, 0, 0, websocket.ABNF.OPCODE_TEXT, 0, text.encode()).format()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 50])  # inside the header, the extended length, the payload
+def test_buffered_reader_serves_frames_across_any_chunk_boundary(cut: int) -> None:
+    from hyperliquid_websocket import _BufferedWebSocket
+    texts = [frame("trades", [{**TRADE, "tid": i}]) for i in range(3)] + ["x" * 10, "y" * 70000]
+    wire = b"".join(server_frame(t) for t in texts)  # short, 2-byte and 8-byte length forms
+    chunks: list[bytes | None] = [wire[:cut], None, wire[cut:cut + 65536]]
+    chunks += [wire[i:i + 65536] for i in range(cut + 65536, len(wire), 65536)]
+    reads_expected = len(chunks)
+    sock = ScriptedSocket(chunks)
+    ws = _BufferedWebSocket(skip_utf8_validation=True, enable_multithread=False)
+    ws.sock, ws.connected = sock, True
+    got: list[str] = []
+    timeouts = 0
+    while len(got) < len(texts):
+        try:
+            opcode, payload = ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            timeouts += 1  # surfaced as before, and the partial frame is kept for the next read
+            continue
+        assert opcode == websocket.ABNF.OPCODE_TEXT
+        got.append(payload.decode())
+    assert got == texts and timeouts == 1
+    assert sock.reads == reads_expected  # one read per chunk, not two or three per frame
+    with pytest.raises(websocket.WebSocketConnectionClosedException):
+        ws.recv_data()
