@@ -447,6 +447,48 @@ def bench_signing() -> dict[str, Any]:
     return {"sign_ms": summary(medians)}
 
 
+_ECHO = """
+import socket, sys, time
+s = socket.socket(fileno=int(sys.argv[1]))
+while s.recv(1):
+    s.sendall(str(time.monotonic_ns()).encode())
+"""
+
+
+def bench_wakeups(samples: int = 60) -> dict[str, Any]:
+    """The machine's floor under tick-to-order, which crosses three hand-overs (simulator -> socket
+    thread -> main thread -> simulator), each to a side that sat idle between ticks: one hand-over
+    after 20 ms idle, to a thread blocked on a Queue and to a process blocked on a socket."""
+    progress("wake-up latency after 20 ms idle")
+    inbox: queue.Queue = queue.Queue()
+    outbox: queue.Queue = queue.Queue()
+
+    def echo() -> None:
+        while inbox.get() is not None:
+            outbox.put(time.monotonic_ns())
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    here, there = socket.socketpair()
+    child = subprocess.Popen([sys.executable, "-c", _ECHO, str(there.fileno())], pass_fds=[there.fileno()])
+    there.close()
+    thread_hops, process_hops = [], []
+    try:
+        for _ in range(samples):
+            time.sleep(0.02)  # both sides idle, as between ticks
+            t0 = time.monotonic_ns()
+            inbox.put(t0)
+            thread_hops.append((outbox.get() - t0) / 1e6)
+            time.sleep(0.02)
+            t0 = time.monotonic_ns()
+            here.sendall(b"x")
+            process_hops.append((int(here.recv(64)) - t0) / 1e6)
+    finally:
+        inbox.put(None)
+        here.close()
+        child.wait(5)
+    return {"thread_hop_ms": summary(thread_hops), "process_hop_ms": summary(process_hops), "samples": samples}
+
+
 def bench_exchange_round_trip(sim: SimProcess) -> dict[str, Any]:
     progress("/exchange round trip")
     signer = L1Signer(os.urandom(32), is_mainnet=False)
@@ -685,6 +727,7 @@ def main() -> int:
     sim = SimProcess()
     try:
         results["signing"] = bench_signing()
+        results["wakeups"] = bench_wakeups()
         results["exchange"] = bench_exchange_round_trip(sim)
         results["stream"] = bench_stream(sim)
         results["tick_to_order"] = bench_tick_to_order(sim)
