@@ -319,7 +319,7 @@ class TradingBot:
         if self.exit_cloid is not None:  # not needed: the exchange's stop or a manual close came first
             record = self.store.order(self.exit_cloid)
             if record is not None and record.status == "reserved":
-                self.store.save_order(record.to("canceled", self.now_ms(), reason="reserved, not used"))
+                self._retire_reserved(record)
             self.exit_cloid = None
         self.position = None
         self.store.clear_position()
@@ -405,6 +405,9 @@ class TradingBot:
         self.store.save_order(record)
         self.exit_cloid = record.cloid
 
+    def _retire_reserved(self, record: Any) -> None:
+        self.store.save_order(record.to("canceled", self.now_ms(), reason="reserved, not used"))
+
     def _send_ioc(self, is_buy: bool, size: Decimal, price: Decimal, reduce_only: bool,
                   purpose: str) -> tuple[Decimal, Decimal]:
         """Send an IOC order whose cloid is saved first; return (filled size, average price).
@@ -412,10 +415,13 @@ class TradingBot:
         from hyperliquid_rest import HyperliquidError
         from orders import OrderRecord
         from signing import new_cloid
-        reserved = purpose == "exit" and self.exit_cloid is not None
-        cloid = self.exit_cloid if reserved else new_cloid()
-        self.exit_cloid = None if reserved else self.exit_cloid  # used once, whatever happens next
-        record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if is_buy else "sell",  # type: ignore[arg-type]
+        cloid = self.exit_cloid if purpose == "exit" else None
+        reserved = cloid is not None
+        if cloid is None:
+            cloid = new_cloid()
+        else:
+            self.exit_cloid = None  # used once, whatever happens next
+        record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if is_buy else "sell",
                                  size=size, limit_px=price, reduce_only=reduce_only, purpose=purpose,
                                  created_ms=self.now_ms(), status="reserved" if reserved else "pending")
         if not reserved:
@@ -620,7 +626,7 @@ class TradingBot:
                      saved.entry_px, saved.high_water)
         if self.paper:
             for record in self.store.orders(statuses=("reserved",)):  # paper orders never leave the process
-                self.store.save_order(record.to("canceled", self.now_ms(), reason="reserved, not used"))
+                self._retire_reserved(record)
             return
         self._resolve_unknown_orders()
         self._reconcile_fills()
@@ -642,8 +648,8 @@ class TradingBot:
                 continue
             updated = record.resolved_by_status(status.status, self.now_ms())
             if record.status == "reserved" and status.status == "unknownOid":
-                self.store.save_order(record.to("canceled", self.now_ms(), reason="reserved, not used"))
-                continue  # the exit cloid saved ahead of need, never sent: nothing happened
+                self._retire_reserved(record)  # saved ahead of need and never sent: nothing happened
+                continue
             self.store.save_order(updated)
             log.warning("order %s (%s %s) had no result at the last stop; the exchange says %s",
                         record.cloid, record.purpose, record.side, status.status)

@@ -43,6 +43,14 @@ def test_terminal_statuses_never_change() -> None:
         assert TRANSITIONS[status] == frozenset()
 
 
+def test_nothing_goes_back_to_reserved_or_pending() -> None:
+    # "reserved" (cloid saved ahead of need) is only ever first; "pending" (saved, maybe sent) is
+    # first, or what a reserved exit becomes when its result is unknown.
+    assert [src for src, targets in TRANSITIONS.items() if "reserved" in targets] == []
+    assert [src for src, targets in TRANSITIONS.items() if "pending" in targets] == ["reserved"]
+    assert _record(status="reserved").to("filled", 2).status == "filled"  # an exit sent on its reserved cloid
+
+
 @pytest.mark.parametrize("exchange,ours", [
     ("filled", "filled"), ("open", "resting"), ("canceled", "canceled"), ("marginCanceled", "canceled"),
     ("rejected", "rejected"), ("minTradeNtlRejected", "rejected"), ("unknownOid", "rejected"),
