@@ -5,6 +5,7 @@ is written into it, failures are never re-sent, TLS is verified."""
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import ssl
 import subprocess
@@ -58,11 +59,6 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "answer_then_close":  # keep-alive promised, then closed while idle
             self.close_connection = True
 
-    def finish(self) -> None:
-        super().finish()
-        if self.close_connection:
-            self.server.closed.set()
-
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -78,7 +74,11 @@ class ScriptedServer(ThreadingHTTPServer):
         self.seen: list[tuple[str, Any]] = []
         self.script: dict[str, list[tuple[Any, ...]]] = {}
         self.closed = threading.Event()
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        self.closed.set()  # this end of a connection is closed (the socket, not just the handler)
 
     def get_request(self) -> Any:
         sock, addr = super().get_request()
@@ -150,7 +150,8 @@ def test_connection_closed_while_idle_is_replaced_before_the_next_order(server: 
     server.script["/exchange"] = [("answer_then_close", 200, {}, OK_CANCEL), ("answer", 200, {}, OK_CANCEL)]
     c = rest_client(server.url)
     assert c.cancel("BTC", 1) is True
-    assert server.closed.wait(5)  # the server has closed its end: the FIN is in our socket
+    assert server.closed.wait(5)  # the server has closed its end ...
+    assert select.select([c.line._conn.sock], [], [], 5)[0]  # ... and the FIN has reached ours
     assert c.cancel("BTC", 2) is True  # not written into the dead connection: no error, no lookup
     assert c.line.connects == 2
     assert [p["action"]["cancels"][0]["o"] for p in server.exchange_posts()] == [1, 2]
