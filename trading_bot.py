@@ -770,6 +770,20 @@ class TradingBot:
         return self._snapshot
 
     def shutdown(self) -> None:
+        """After the loop: journal fills already received (market data is dropped; no order goes
+        out now), save the position, publish a last health snapshot."""
+        import hyperliquid_websocket as _ev
+        journaled = 0
+        for _ in range(self.events.maxsize or 10_000):
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if type(event) is _ev.Fill:
+                self._on_fill(event)
+                journaled += 1
+        if journaled:
+            log.info("stopping: %d queued fill(s) journaled; the next start checks the position", journaled)
         if self.position is not None:
             self.store.save_position(self._position_record())
         self.publish_health()

@@ -3,6 +3,7 @@ REST fallback and recovery, dry run, and the process-level contract (signals, in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -163,6 +164,29 @@ def test_dry_run_sends_no_exchange_request(sim: SimServer, tmp_path: Path) -> No
         assert sim.exchange_log() == []
         paper = [f for f in h.store.fills() if f["paper"]]
         assert len(paper) == 2 and {f["side"] for f in paper} == {"buy", "sell"}
+    finally:
+        h.close()
+
+
+def test_fills_queued_at_stop_are_journaled_and_market_data_dropped(sim: SimServer, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import hyperliquid_websocket as ev
+    caplog.set_level(logging.INFO, logger="bot")
+    h = make_bot(sim, tmp_path, strategy={"name": "ema_cross"})
+    try:
+        h.bot.ws.stop()  # nothing else arrives: the queue holds exactly what the test puts
+        while not h.bot.events.empty():
+            h.bot.events.get_nowait()
+        fill = ev.Fill("BTC", D("50000"), D("0.004"), "buy", 1_700_000_000_000, 11, 987654, None, D("0.1"),
+                       D(0), "Open Long", D(0), True, False, 0)
+        h.bot.events.put(ev.Trade("BTC", D("1"), D("1"), "buy", 1_700_000_000_001, 5, 0))
+        h.bot.events.put(fill)
+        h.bot.stop_event.set()
+        h.bot.run()  # returns at once: stopping
+        h.bot.shutdown()
+        assert [(f["tid"], f["size"]) for f in h.store.fills()] == [("987654", D("0.004"))]
+        assert h.bot.current_price != D("1") and h.bot.events.empty()
+        assert "stopping: 1 queued fill(s) journaled" in caplog.text
     finally:
         h.close()
 
