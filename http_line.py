@@ -26,12 +26,8 @@ _HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "U
 
 
 class LineError(Exception):
-    """The request failed on the wire; `timed_out` tells a timeout from a connection failure.
-    Either way the server may or may not have seen it."""
-
-    def __init__(self, message: str, timed_out: bool) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
+    """The request failed on the wire (timeout, connection or TLS failure); the server may or may
+    not have seen it."""
 
 
 class HttpLine:
@@ -39,6 +35,8 @@ class HttpLine:
 
     def __init__(self, base_url: str, connect_timeout_s: float, read_timeout_s: float,
                  ca_bundle: str | None = None) -> None:
+        """`ca_bundle`: the CA file or OpenSSL directory that verifies the server (the REST client
+        passes the one requests uses: REQUESTS_CA_BUNDLE, else certifi's); None: the system's."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base URL must be http(s)://host[:port], got {base_url!r}")
@@ -49,9 +47,10 @@ class HttpLine:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.ca_bundle = ca_bundle
+        self._tls: ssl.SSLContext | None = None  # built at the first connect, then kept
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
-        self.connects = 0  # how many connections were opened (tests and health read it)
+        self.connects = 0  # how many connections were opened
 
     def post(self, path: str, body: bytes) -> tuple[int, str | None, bytes]:
         """Send one POST; return (status, Retry-After header, body). Raises LineError."""
@@ -65,10 +64,10 @@ class HttpLine:
                 data = resp.read()
             except TimeoutError as exc:
                 self._drop()
-                raise LineError(f"{path}: timed out", timed_out=True) from exc
+                raise LineError(f"{path}: timed out") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
-                raise LineError(f"{path}: connection failed ({type(exc).__name__})", timed_out=False) from exc
+                raise LineError(f"{path}: connection failed ({type(exc).__name__})") from exc
             if resp.will_close:
                 self._drop()
             return resp.status, resp.getheader("Retry-After"), data
@@ -90,22 +89,22 @@ class HttpLine:
 
     def _connect(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            bundle = self.ca_bundle  # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE: a file or an OpenSSL directory
-            context = ssl.create_default_context(cafile=None if bundle is None or os.path.isdir(bundle) else bundle,
-                                                 capath=bundle if bundle is not None and os.path.isdir(bundle) else None)
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.connect_timeout_s,
-                                               context=context)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout_s)
+        try:
+            if self.scheme == "https":
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.connect_timeout_s,
+                                                   context=self._tls_context())
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout_s)
+        except OSError as exc:  # the CA bundle is missing, unreadable or not PEM (ssl.SSLError is an OSError)
+            raise LineError(f"TLS set-up failed ({type(exc).__name__}: {exc})") from exc
         try:
             conn.connect()
         except TimeoutError as exc:
             conn.close()
-            raise LineError("connect timed out", timed_out=True) from exc
+            raise LineError("connect timed out") from exc
         except OSError as exc:  # refused, unreachable, TLS failure (ssl.SSLError is an OSError)
             conn.close()
-            raise LineError(f"connect failed ({type(exc).__name__})", timed_out=False) from exc
+            raise LineError(f"connect failed ({type(exc).__name__})") from exc
         sock = conn.sock
         sock.settimeout(self.read_timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -118,6 +117,14 @@ class HttpLine:
         self._conn = conn
         self.connects += 1
         return conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            bundle = self.ca_bundle
+            is_dir = bundle is not None and os.path.isdir(bundle)
+            self._tls = ssl.create_default_context(cafile=None if is_dir else bundle,
+                                                   capath=bundle if is_dir else None)
+        return self._tls
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -283,13 +283,15 @@ class HyperliquidRestClient:
                  rng: Callable[[], float] = random.random) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session or _session_for(self.base_url)
-        # Signed actions go over their own kept-alive http.client connection (HttpLine), unless a
-        # proxy is configured for this URL (then requests, which knows proxies), or the caller
-        # passes order_line=False (tests that mock requests with `responses`).
+        # Signed actions go over their own kept-alive http.client connection (HttpLine), verified
+        # against the CA bundle requests uses, unless a proxy is configured for this URL or
+        # verification is off (requests handles both), or the caller passes order_line=False
+        # (tests that mock requests with `responses`).
         self.line: HttpLine | None = None
-        if order_line and not requests.utils.select_proxy(self.base_url, self.session.proxies):
-            verify = self.session.verify
-            self.line = HttpLine(self.base_url, *timeout_s, ca_bundle=verify if isinstance(verify, str) else None)
+        verify = self.session.verify
+        if order_line and verify is not False and not requests.utils.select_proxy(self.base_url, self.session.proxies):
+            bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
+            self.line = HttpLine(self.base_url, *timeout_s, ca_bundle=bundle)
         self.timeout_s = timeout_s
         self.signer = signer
         self.nonces = nonce_clock or NonceClock()

@@ -16,8 +16,8 @@ Purpose = Literal["entry", "exit", "tp", "sl"]
 TERMINAL: frozenset[str] = frozenset({"filled", "canceled", "rejected"})
 TRANSITIONS: dict[str, frozenset[str]] = {
     # "reserved": an exit's cloid saved ahead of need, so the exit itself sends with no write first.
-    # Once sent it is treated like "pending"; one never sent is canceled (or, after a crash, found
-    # unknown to the exchange and rejected).
+    # Once sent it moves on like "pending"; one never sent is canceled ("reserved, not used"), at
+    # once or at the next start when the exchange does not know it.
     "reserved": frozenset({"pending", "submitted", "resting", "filled", "canceled", "rejected", "unknown"}),
     "pending": frozenset({"submitted", "resting", "filled", "canceled", "rejected", "unknown"}),
     "submitted": frozenset({"resting", "filled", "canceled", "rejected", "unknown"}),

@@ -316,11 +316,7 @@ class TradingBot:
         """The position is gone (our exit, or the exchange's stop): forget it, pause entries."""
         if self.position is not None:
             self._cancel_protective(self.position)
-        if self.exit_cloid is not None:  # not needed: the exchange's stop or a manual close came first
-            record = self.store.order(self.exit_cloid)
-            if record is not None and record.status == "reserved":
-                self._retire_reserved(record)
-            self.exit_cloid = None
+        self._drop_exit_reservation()  # not needed: the exchange's stop or a manual close came first
         self.position = None
         self.store.clear_position()
         self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
@@ -407,6 +403,15 @@ class TradingBot:
 
     def _retire_reserved(self, record: Any) -> None:
         self.store.save_order(record.to("canceled", self.now_ms(), reason="reserved, not used"))
+
+    def _drop_exit_reservation(self) -> None:
+        """The reserved exit cloid no longer fits (the position closed or changed): retire it; the
+        timers reserve one for the next position."""
+        if self.exit_cloid is not None:
+            record = self.store.order(self.exit_cloid)
+            if record is not None and record.status == "reserved":
+                self._retire_reserved(record)
+            self.exit_cloid = None
 
     def _send_ioc(self, is_buy: bool, size: Decimal, price: Decimal, reduce_only: bool,
                   purpose: str) -> tuple[Decimal, Decimal]:
@@ -625,9 +630,7 @@ class TradingBot:
             log.info("resumed saved position: %s %s at %s, high-water %s", saved.side, saved.size,
                      saved.entry_px, saved.high_water)
         if self.paper:
-            for record in self.store.orders(statuses=("reserved",)):  # paper orders never leave the process
-                self._retire_reserved(record)
-            return
+            return  # reserved cloids stay for a live start to look up: one may be a live exit's
         self._resolve_unknown_orders()
         self._reconcile_fills()
         self._reconcile_position(reason="start-up")
@@ -707,6 +710,7 @@ class TradingBot:
                                     activation_offset_pct=trading.trailing_offset_pct, high_water=high_water)
         log.warning("%s: adopting the exchange's position %s %s at %s (we had %s)", reason, side, size,
                     ours.entry_px, f"{pos.side} {pos.size}" if pos else "none")
+        self._drop_exit_reservation()  # reserved for the old side and size
         self.position = OpenPosition(side=side, size=size, entry_px=ours.entry_px, opened_ms=self.now_ms(),
                                      trailing=trailing)
         self._place_protective()
@@ -773,19 +777,22 @@ class TradingBot:
         """After the loop: journal fills already received (market data is dropped; no order goes
         out now), save the position, publish a last health snapshot."""
         import hyperliquid_websocket as _ev
-        journaled = 0
-        for _ in range(self.events.maxsize or 10_000):
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                break
-            if type(event) is _ev.Fill:
-                self._on_fill(event)
-                journaled += 1
-        if journaled:
-            log.info("stopping: %d queued fill(s) journaled; the next start checks the position", journaled)
         if self.position is not None:
             self.store.save_position(self._position_record())
+        journaled = 0
+        try:
+            for _ in range(self.events.maxsize or 10_000):
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                if type(event) is _ev.Fill:
+                    self._on_fill(event)
+                    journaled += 1
+        except Exception as exc:  # in a `finally`: must not hide why the loop ended
+            log.error("stopping: journaling queued fills failed (%s); the next start fetches them", exc)
+        if journaled:
+            log.info("stopping: %d queued fill(s) journaled; the next start checks the position", journaled)
         self.publish_health()
 
 

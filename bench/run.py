@@ -367,6 +367,9 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
         closes[0] += 1
         closed()
     b.bot._closed = counted  # type: ignore[method-assign]
+    if b.bot.rest.line is None:
+        raise SystemExit("bench: orders would go through requests (a proxy is configured for "
+                         f"{sim.url}: set NO_PROXY=127.0.0.1)")
     # Stamps along the path (first of each per sample), to say where the time goes.
     marks: dict[str, int] = {}
     handle, market_order, post = b.bot.handle, b.bot.exchange.market_order, b.bot.rest.line.post
@@ -402,6 +405,7 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
         for _ in range(ORDERS):
             sim.control("set_price", coin="BTC", px="50000")
             wait_for(lambda: b.bot.position is not None, 10, b.step)
+            assert b.bot.exit_cloid is not None  # reserved in the same timer pass as the entry
             stop_px = b.bot.position.entry_px * Decimal("0.98")
             seen = len(sim.control("exchange_log"))
             marks.clear()

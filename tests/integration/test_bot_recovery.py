@@ -231,6 +231,8 @@ def test_adopted_position_change_replaces_protective_orders(sim: SimServer, tmp_
         open_long(sim, h)
         old = set(h.bot.position.protective_cloids)
         size = h.bot.position.size
+        wait_until(lambda: h.bot.exit_cloid is not None, 5, h.step)
+        old_exit = h.bot.exit_cloid
         # A trade the bot did not send, on its account: buy as much again, or sell twice as much.
         is_buy, extra = (True, size) if change == "grown" else (False, 2 * size)
         h.bot.rest.market_order("BTC", is_buy, extra, D("0.5"), reference_px=D("50000"))
@@ -249,6 +251,11 @@ def test_adopted_position_change_replaces_protective_orders(sim: SimServer, tmp_
         levels = {h.store.order(c).purpose: h.store.order(c).limit_px for c in cloids}
         if side == "short":
             assert levels["sl"] > D("50000") > levels["tp"]
+        # The exit cloid reserved for the old side and size is retired; the new one fits the new position.
+        assert h.store.order(old_exit).status == "canceled"
+        wait_until(lambda: h.bot.exit_cloid not in (None, old_exit), 5, h.step)
+        new_exit = h.store.order(h.bot.exit_cloid)
+        assert (new_exit.status, new_exit.side, new_exit.size) == ("reserved", "buy" if side == "short" else "sell", want)
     finally:
         h.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import requests
 
 from http_line import HttpLine, LineError
 from hyperliquid_rest import HyperliquidRestClient, NetworkError, RateLimited, RequestRejected, ServerError
@@ -186,9 +187,8 @@ def test_read_timeout_then_the_order_is_looked_up_by_cloid(server: ScriptedServe
 
 def test_refused_connection_is_a_network_error() -> None:
     line = HttpLine("http://127.0.0.1:9", 1.0, 1.0)
-    with pytest.raises(LineError) as err:
+    with pytest.raises(LineError, match="connect failed"):
         line.post("/exchange", b"{}")
-    assert not err.value.timed_out
     with pytest.raises(NetworkError, match="connect failed"):
         rest_client("http://127.0.0.1:9")._post("/exchange", {"action": {}})
 
@@ -209,7 +209,10 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_verified_against_the_configured_bundle(tls_files: tuple[Path, Path]) -> None:
+def test_tls_verified_against_the_configured_bundle(tls_files: tuple[Path, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
     cert, key = tls_files
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -224,7 +227,14 @@ def test_tls_verified_against_the_configured_bundle(tls_files: tuple[Path, Path]
         untrusted = HttpLine(srv.url, 2.0, 2.0)  # system roots only: the self-signed server is refused
         with pytest.raises(LineError, match="SSLCertVerificationError"):
             untrusted.post("/exchange", b"{}")
+        by_default = rest_client(srv.url).line  # what the bot builds: requests' bundle (certifi), not ours
+        assert by_default is not None and by_default.ca_bundle == requests.utils.DEFAULT_CA_BUNDLE_PATH
+        with pytest.raises(LineError, match="SSLCertVerificationError"):
+            by_default.post("/exchange", b"{}")
         assert len(srv.exchange_posts()) == 1
+        missing = HttpLine(srv.url, 2.0, 2.0, ca_bundle=str(cert) + ".gone")  # a typed error, not a raw OSError
+        with pytest.raises(LineError, match="TLS set-up failed"):
+            missing.post("/exchange", b"{}")
     finally:
         srv.shutdown()
         srv.server_close()
