@@ -702,14 +702,23 @@ def bench_rss_growth(sim: SimProcess, total: int) -> dict[str, Any]:
     handled = 0
     start_rss: int | None = None
     emitter.start()
+    quiet_since: float | None = None
     try:
-        while not (done.is_set() and b.bot.events.empty()):
+        # Until every message is handled, or none came for 2 s after the simulator sent the last one
+        # (frames still in the socket or the reader's buffer when the queue looks empty count too).
+        while handled < total:
             before = b.bot.trades_seen
-            b.bot.step(timeout_s=0.5)
+            b.bot.step(timeout_s=0.1)
             handled += b.bot.trades_seen - before
             if start_rss is None and handled >= 50000:
                 gc.collect()
                 start_rss = rss_bytes()
+            if done.is_set() and b.bot.trades_seen == before:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > 2.0:
+                    break
+            else:
+                quiet_since = None
         emitter.join()
         dropped = b.bot.ws.stats().dropped_market_data
     finally:
@@ -811,7 +820,8 @@ def write_markdown(r: dict[str, Any]) -> None:
         f"{idle['rest_poll_0_2s']['rss_mb']:.1f} |", "",
         f"RSS growth over {r['rss']['messages_sent']} messages (client + queue + main loop): "
         f"{r['rss']['rss_growth_mb']:.2f} MB ({r['rss']['rss_growth_mb_per_million']:.2f} MB per million; "
-        f"{r['rss']['dropped_by_queue']} dropped by the bounded queue while the sim outran the loop)",
+        f"{r['rss']['handled']} handled by the main loop, {r['rss']['dropped_by_queue']} dropped by the bounded "
+        "queue while the simulator outran the loop)",
         "", "## What bounds tick-to-order (profiled with py-spy, cProfile and the stamps above)", "",
         "- The path crosses three hand-overs to a side that sat idle between ticks (simulator -> socket",
         "  thread -> main thread -> simulator). On this machine one such hand-over costs "
