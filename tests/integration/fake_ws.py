@@ -1,12 +1,14 @@
 """A small Hyperliquid-shaped WebSocket server on 127.0.0.1 (aiohttp), for client fault tests.
 
 It acks subscriptions, answers pings, pushes frames on demand, and can drop every connection,
-go silent (no data, no pong), refuse upgrades with 503, or withhold acks.
+go silent (no data, no pong), refuse upgrades with 503, or withhold acks; with an SSL context it
+serves wss://.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from typing import Any
 
@@ -14,7 +16,8 @@ from aiohttp import WSMsgType, web
 
 
 class FakeExchange:
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # set: wss:// with this server certificate
         self.loop = asyncio.new_event_loop()
         self.clients: set[web.WebSocketResponse] = set()
         self.silent = False
@@ -30,7 +33,7 @@ class FakeExchange:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}/ws"
 
     def start(self) -> "FakeExchange":
         self._thread.start()
@@ -42,7 +45,7 @@ class FakeExchange:
         app.router.add_get("/ws", self._ws)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

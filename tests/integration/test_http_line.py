@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import select
-import shutil
 import ssl
-import subprocess
 import threading
 from decimal import Decimal as D
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -196,17 +194,6 @@ def test_refused_connection_is_a_network_error() -> None:
 def test_bad_base_url_is_refused() -> None:
     with pytest.raises(ValueError, match="http"):
         HttpLine("ftp://example.org", 1.0, 1.0)
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def test_tls_verified_against_the_configured_bundle(tls_files: tuple[Path, Path],

@@ -243,3 +243,34 @@ def test_stop_during_backoff_is_quick_and_leaks_no_thread(server: FakeExchange) 
     client.stop()
     assert time.monotonic() - started < 2.0
     assert not any(t.name == "hl-websocket" for t in threading.enumerate())
+
+
+def test_wss_streams_bursts_and_big_frames_through_the_buffered_reader_and_reconnects(
+        tls_files: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production is wss://: frames come out of TLS records (<= 16 KB each), not raw TCP segments.
+    import ssl
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(cert))  # websocket-client's own trust setting
+    fake = FakeExchange(context).start()
+    q: queue.Queue = queue.Queue(10_000)
+    client = client_for(fake, q, data_timeout_s=5.0)
+    client.start()
+    try:
+        assert fake.url.startswith("wss://")
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        big = "x" * 70_000  # one frame over four TLS records
+        for tid in range(1, 501):
+            fake.trade("50000", tid) if tid != 250 else fake.send(json.dumps({"channel": "trades", "data": [
+                {"coin": "BTC", "side": "A", "px": "50001", "sz": "0.1", "hash": big, "time": 1, "tid": tid}]}))
+        wait_until(lambda: client.stats().messages_received >= 504, 10)
+        tids = [e.tid for e in drain(q) if isinstance(e, Trade)]
+        assert tids == list(range(1, 501))
+        fake.drop()
+        wait_until(lambda: fake.connections == 2 and client.stats().subscriptions_confirmed == 3, 10)
+        fake.trade("50002", 501)
+        wait_until(lambda: any(isinstance(e, Trade) and e.tid == 501 for e in drain(q)), 5)
+    finally:
+        client.stop()
+        fake.stop()
