@@ -191,6 +191,31 @@ def test_fills_queued_at_stop_are_journaled_and_market_data_dropped(sim: SimServ
         h.close()
 
 
+def test_stop_saves_the_position_even_when_journaling_queued_fills_fails(
+        sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import sqlite3
+
+    import hyperliquid_websocket as ev
+    h = make_bot(sim, tmp_path)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        h.bot.ws.stop()
+        h.store.clear_position()  # so that what is on disk afterwards was written by shutdown()
+
+        def disk_full(**kw: Any) -> bool:
+            raise sqlite3.OperationalError("database or disk is full")
+        h.store.record_fill = disk_full  # type: ignore[method-assign]
+        h.bot.events.put(ev.Fill("BTC", D("50000"), D("0.004"), "buy", 1_700_000_000_000, 11, 987655, None, D(0),
+                                 D(0), "Open Long", D(0), True, False, 0))
+        h.bot.shutdown()  # no exception: it runs in a `finally` and must not hide why the loop ended
+        saved = h.store.load_position()
+        assert saved is not None and saved.size == h.bot.position.size
+        assert "journaling queued fills failed (database or disk is full)" in caplog.text
+    finally:
+        h.close()
+
+
 def _config(tmp_path: Path, sim: SimServer) -> Path:
     cfg = json.loads((ROOT / "config" / "config.example.json").read_text())
     cfg["api"] = {"rest_url": sim.rest_url}
