@@ -19,6 +19,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 from urllib.parse import urlsplit
 
@@ -63,10 +64,10 @@ class HttpLine:
                 resp = conn.getresponse()
                 data = resp.read()
             except TimeoutError as exc:
-                self._drop()
+                self._drop(abort=True)
                 raise LineError(f"{path}: timed out") from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._drop()
+                self._drop(abort=True)
                 raise LineError(f"{path}: connection failed ({type(exc).__name__})") from exc
             if resp.will_close:
                 self._drop()
@@ -126,10 +127,18 @@ class HttpLine:
                                                    capath=bundle if is_dir else None)
         return self._tls
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _drop(self, abort: bool = False) -> None:
+        """Close the connection; `abort`: with a reset, which discards whatever of the request the
+        kernel has not delivered yet, so that an order given up on cannot reach the exchange later."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if abort and conn.sock is not None:
+            try:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass  # already closed by the peer: nothing left to discard
+        conn.close()
 
 
 def _closed_by_peer(sock: socket.socket | None) -> bool:

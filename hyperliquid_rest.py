@@ -227,6 +227,10 @@ def parse_statuses(statuses: Sequence[Any], cloids: Sequence[str | None]) -> lis
 _INFO_WEIGHT_2 = frozenset({"l2Book", "allMids", "clearinghouseState", "orderStatus", "exchangeStatus",
                             "spotClearinghouseState"})
 WEIGHT_PER_MINUTE = 1200
+# After an order's answer was lost, ask about it no sooner than this after sending: a request that
+# reached the exchange is in a block by then, so "unknownOid" means it never arrived. (Asked at once
+# after a reset, it could be answered before the order is processed, and the order re-sent twice.)
+LOST_ORDER_GRACE_S = 2.0
 
 
 class WeightBudget:
@@ -298,6 +302,7 @@ class HyperliquidRestClient:
         self.vault_address = vault_address
         self.expires_after_ms = expires_after_ms
         self.max_info_retries = max_info_retries
+        self.clock = clock
         self.sleep = sleep
         self.rng = rng
         self.budget = WeightBudget(WEIGHT_PER_MINUTE, clock, sleep)
@@ -457,11 +462,15 @@ class HyperliquidRestClient:
         """Send order wires; on a transport failure, look each up by cloid instead of re-sending."""
         action = {"type": "order", "orders": wires, "grouping": grouping}
         cloids = [w.get("c") for w in wires]
+        sent_at = self.clock()
         try:
             answer = self._exchange(action)
         except NetworkError:
             if len(wires) != 1 or cloids[0] is None:
                 raise
+            wait_s = LOST_ORDER_GRACE_S - (self.clock() - sent_at)
+            if wait_s > 0:
+                self.sleep(wait_s)
             return [self._resolve_lost_order(action, cloids[0])]
         response = self._checked(answer, cloids[0] if len(cloids) == 1 else None)
         return parse_statuses(response["data"]["statuses"], cloids)

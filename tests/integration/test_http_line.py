@@ -19,6 +19,7 @@ import requests
 from http_line import HttpLine, LineError
 from hyperliquid_rest import HyperliquidRestClient, NetworkError, RateLimited, RequestRejected, ServerError
 from signing import L1Signer, NonceClock
+from tests.waiting import wait_until
 
 META = {"universe": [{"name": "BTC", "szDecimals": 5, "maxLeverage": 50}]}
 OK_CANCEL = {"status": "ok", "response": {"type": "cancel", "data": {"statuses": ["success"]}}}
@@ -45,6 +46,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if kind == "hang":  # answer nothing until released (the client times out first)
             step[1].wait(10)
+            try:  # how the client left: a reset (unsent bytes discarded) or a clean close
+                outcome = "eof" if self.connection.recv(1) == b"" else "data"
+            except ConnectionResetError:
+                outcome = "reset"
+            self.server.hang_outcomes.append(outcome)
             self.close_connection = True
             return
         _, status, headers, payload = step
@@ -71,6 +77,7 @@ class ScriptedServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.connections = 0
         self.seen: list[tuple[str, Any]] = []
+        self.hang_outcomes: list[str] = []
         self.script: dict[str, list[tuple[Any, ...]]] = {}
         self.closed = threading.Event()
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -178,6 +185,8 @@ def test_read_timeout_then_the_order_is_looked_up_by_cloid(server: ScriptedServe
     finally:
         release.set()
     assert results[0].kind == "filled" and results[0].oid == 9
+    wait_until(lambda: server.hang_outcomes, 5)
+    assert server.hang_outcomes == ["reset"]  # given up on with a reset (unsent bytes dropped), not a clean close
     assert len(server.exchange_posts()) == 1  # the exchange had it: not sent twice
     lookups = [body for path, body in server.seen if path == "/info" and body["type"] == "orderStatus"]
     assert lookups and lookups[0]["oid"] == "0x" + "ab" * 16

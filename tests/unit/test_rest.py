@@ -14,7 +14,7 @@ from hyperliquid.utils import signing as sdk
 from hyperliquid.utils.types import Cloid
 from hypothesis import given, settings, strategies as st
 
-from hyperliquid_rest import (HyperliquidRestClient, NetworkError, OrderRejected, OrderStatusUnknown, RateLimited,
+from hyperliquid_rest import (LOST_ORDER_GRACE_S, HyperliquidRestClient, NetworkError, OrderRejected, OrderStatusUnknown, RateLimited,
                               RequestRejected, ServerError, WeightBudget, parse_account, parse_fill,
                               parse_open_order)
 from signing import L1Signer, NonceClock, sign_l1_action
@@ -149,10 +149,28 @@ def test_lost_answer_filled_is_not_resent() -> None:
     responses.post(URL + "/info", json={"status": "order", "order": {"order": {"oid": 5, "origSz": "0.001",
                                                                                "limitPx": "50000"},
                                                                      "status": "filled", "statusTimestamp": 1}})
-    result = client().place_order("BTC", True, D("0.001"), D("50000"), cloid="0x" + "2" * 32)[0]
+    ft = FakeTime()
+    result = client(ft).place_order("BTC", True, D("0.001"), D("50000"), cloid="0x" + "2" * 32)[0]
     assert result.kind == "filled" and result.oid == 5
     assert len(exchange_bodies(responses.mock)) == 1
     assert info_bodies(responses.mock)[-1]["oid"] == "0x" + "2" * 32
+    assert ft.slept == [LOST_ORDER_GRACE_S]  # asked only once an order that arrived would be processed
+
+
+@responses.activate
+def test_lost_answer_asked_at_once_when_the_grace_already_passed() -> None:
+    ft = FakeTime()
+    responses.post(URL + "/info", json=META)
+
+    def slow_timeout(request: requests.PreparedRequest) -> tuple:
+        ft.now += 10.0  # the read timeout took 10 s: the order had all that time to arrive
+        raise requests.ReadTimeout()
+    responses.add_callback(responses.POST, URL + "/exchange", callback=slow_timeout)
+    responses.post(URL + "/info", json={"status": "order", "order": {"order": {"oid": 6, "origSz": "0.001",
+                                                                               "limitPx": "50000"},
+                                                                     "status": "filled", "statusTimestamp": 1}})
+    assert client(ft).place_order("BTC", True, D("0.001"), D("50000"), cloid="0x" + "5" * 32)[0].oid == 6
+    assert ft.slept == []
 
 
 @responses.activate
@@ -161,9 +179,11 @@ def test_lost_answer_unknown_is_resent_once_with_same_cloid() -> None:
     responses.post(URL + "/exchange", body=requests.ConnectionError())
     responses.post(URL + "/info", json={"status": "unknownOid"})
     responses.post(URL + "/exchange", json=_ok_statuses({"resting": {"oid": 9}}))
-    result = client().place_order("BTC", True, D("0.001"), D("40000"), cloid="0x" + "3" * 32)[0]
+    ft = FakeTime()
+    result = client(ft).place_order("BTC", True, D("0.001"), D("40000"), cloid="0x" + "3" * 32)[0]
     sent = exchange_bodies(responses.mock)
     assert result.kind == "resting" and len(sent) == 2
+    assert ft.slept == [LOST_ORDER_GRACE_S]  # "never saw it" is believed only after the grace
     assert sent[0]["action"] == sent[1]["action"] and sent[1]["nonce"] > sent[0]["nonce"]
 
 
