@@ -649,11 +649,10 @@ class TradingBot:
             except HyperliquidError as exc:
                 log.warning("order %s: status lookup failed (%s); left for the next check", record.cloid, exc)
                 continue
-            updated = record.resolved_by_status(status.status, self.now_ms())
             if record.status == "reserved" and status.status == "unknownOid":
                 self._retire_reserved(record)  # saved ahead of need and never sent: nothing happened
                 continue
-            self.store.save_order(updated)
+            self.store.save_order(record.resolved_by_status(status.status, self.now_ms()))
             log.warning("order %s (%s %s) had no result at the last stop; the exchange says %s",
                         record.cloid, record.purpose, record.side, status.status)
 
@@ -774,8 +773,8 @@ class TradingBot:
         return self._snapshot
 
     def shutdown(self) -> None:
-        """After the loop: journal fills already received (market data is dropped; no order goes
-        out now), save the position, publish a last health snapshot."""
+        """After the loop: save the position, journal fills already received (market data is
+        dropped; no order goes out now), publish a last health snapshot."""
         import hyperliquid_websocket as _ev
         if self.position is not None:
             self.store.save_position(self._position_record())
