@@ -105,7 +105,12 @@ class StateStore:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the file and prove it writable: a state that cannot be written is
+        refused at start (StateError naming the path), not found out at the first exit."""
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the folder of {self.path} ({exc.strerror or exc})") from exc
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -114,14 +119,23 @@ class StateStore:
             raise StateError(f"{self.path} is not a usable SQLite database ({exc}); move it aside "
                              "to start fresh, nothing was changed") from exc
         if not tables and version == 0:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            except sqlite3.Error as exc:
+                db.close()
+                raise StateError(f"{self.path} is not writable ({exc}); nothing was changed") from exc
         elif version != SCHEMA_VERSION or not _TABLES <= tables:
             db.close()
             raise StateError(f"{self.path} is not an hlbot state file of schema {SCHEMA_VERSION} "
                              f"(found version {version}, tables {sorted(tables)}); nothing was changed")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("INSERT OR REPLACE INTO kv VALUES ('opened_pid', ?)", (str(os.getpid()),))
+        except sqlite3.Error as exc:
+            db.close()
+            raise StateError(f"{self.path} is not writable ({exc}); nothing was changed") from exc
         self._db = db
 
     def close(self) -> None:

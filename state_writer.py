@@ -1,0 +1,164 @@
+"""Writes of the trading loop to the state store that never raise: a full disk or a read-only
+mount must not end the bot while a position is open.
+
+Owns: every write the main loop makes (position, order records, the fill journal), whether the
+last one worked (`writable`, `error`, shown in `/health`), one log line a minute while writes
+fail, and what is still to be written: the position's latest version, the latest version of each
+order record, fills not yet journaled (bounded). `retry()` (called by the loop's timers) writes
+them again in that order. Reads go straight to the store; an order record not yet written is
+served from memory.
+Must not: be used from another thread (the store holds one connection), decide anything about
+trading, or drop a fill silently (a full backlog is logged with the count dropped).
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from logsetup import RateLimitedLog
+from orders import OrderRecord
+from state import SavedPosition, StateError, StateStore
+
+log = logging.getLogger("state")
+
+WRITE_ERRORS = (sqlite3.Error, StateError, OSError)
+MAX_PENDING_FILLS = 10_000
+_CLEARED = "cleared"  # the pending position write is a delete
+
+
+@dataclass(frozen=True)
+class PendingFill:
+    tid: str
+    fields: dict[str, Any]
+
+
+class StateWriter:
+    """The loop's view of the store: writes that report failure instead of raising."""
+
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.writable = True
+        self.error: str | None = None
+        self.failures = 0
+        self._position: SavedPosition | str | None = None  # a write still owed
+        self._orders: dict[str, OrderRecord] = {}
+        self._fills: dict[str, PendingFill] = {}
+        self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
+
+    # ---- writes ----
+
+    def save_position(self, position: SavedPosition) -> bool:
+        self._position = position
+        return self._flush_position()
+
+    def clear_position(self) -> bool:
+        self._position = _CLEARED
+        return self._flush_position()
+
+    def save_order(self, record: OrderRecord) -> bool:
+        self._orders[record.cloid] = record
+        return self._flush_order(record.cloid)
+
+    def record_fill(self, *, tid: str, **fields: Any) -> bool | None:
+        """Journal a fill once: True new, False already there, None not written yet (kept and
+        retried; `order()` and the position do not depend on it)."""
+        try:
+            new = self.store.record_fill(tid=tid, **fields)
+        except WRITE_ERRORS as exc:
+            self._failed("journaling a fill", exc)
+            self._keep_fill(PendingFill(tid, fields))
+            return None
+        self._worked()
+        return new
+
+    @property
+    def pending(self) -> int:
+        """Writes still owed."""
+        return (self._position is not None) + len(self._orders) + len(self._fills)
+
+    def retry(self) -> None:
+        """Write again whatever failed, oldest concern first; stops at the first failure."""
+        if self._position is not None and not self._flush_position():
+            return
+        for cloid in list(self._orders):
+            if not self._flush_order(cloid):
+                return
+        for tid in list(self._fills):
+            if self.record_fill(tid=tid, **self._fills.pop(tid).fields) is None:
+                return
+
+    # ---- reads ----
+
+    def order(self, cloid: str) -> OrderRecord | None:
+        pending = self._orders.get(cloid)
+        return pending if pending is not None else self.store.order(cloid)
+
+    def orders(self, statuses: Iterable[str] | None = None) -> list[OrderRecord]:
+        wanted = None if statuses is None else set(statuses)
+        saved = {r.cloid: r for r in self.store.orders(statuses)}
+        for cloid, record in self._orders.items():
+            saved.pop(cloid, None)
+            if wanted is None or record.status in wanted:
+                saved[cloid] = record
+        return sorted(saved.values(), key=lambda r: r.created_ms)
+
+    def load_position(self) -> SavedPosition | None:
+        return self.store.load_position()
+
+    def last_fill_time_ms(self) -> int | None:
+        return self.store.last_fill_time_ms()
+
+    # ---- bookkeeping ----
+
+    def _flush_position(self) -> bool:
+        position = self._position
+        try:
+            if position == _CLEARED:
+                self.store.clear_position()
+            elif isinstance(position, SavedPosition):
+                self.store.save_position(position)
+        except WRITE_ERRORS as exc:
+            self._failed("saving the position", exc)
+            return False
+        if self._position is position:
+            self._position = None
+        self._worked()
+        return True
+
+    def _flush_order(self, cloid: str) -> bool:
+        record = self._orders[cloid]
+        try:
+            self.store.save_order(record)
+        except WRITE_ERRORS as exc:
+            self._failed(f"saving order {cloid}", exc)
+            return False
+        if self._orders.get(cloid) is record:
+            del self._orders[cloid]
+        self._worked()
+        return True
+
+    def _keep_fill(self, fill: PendingFill) -> None:
+        if len(self._fills) >= MAX_PENDING_FILLS and fill.tid not in self._fills:
+            log.error("state: %d fills wait to be journaled; dropping fill %s (the exchange keeps it: "
+                      "the next start fetches it)", len(self._fills), fill.tid)
+            return
+        self._fills[fill.tid] = fill
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        self.error = f"{type(exc).__name__}: {exc}"
+        was_writable, self.writable = self.writable, False
+        suppressed = self._quiet.allow("write failed")
+        if was_writable or suppressed is not None:
+            more = f" ({suppressed} more failed writes)" if suppressed else ""
+            log.error("state %s not writable: %s failed (%s)%s; trading goes on, writes are retried",
+                      self.store.path, what, self.error, more)
+
+    def _worked(self) -> None:
+        if not self.writable and self.pending == 0:
+            self.writable = True
+            self.error = None
+            log.warning("state %s writable again; every pending write is saved", self.store.path)
