@@ -6,7 +6,8 @@ feed (seeded random walk, or replay of a recorded JSONL stream), WebSocket subsc
 the current candle, userFills with `isSnapshot`), pushes (trades, bbo, allMids, candle on each
 print; l2Book at most every 0.5 s and only when it changed; orderUpdates, userFills, userEvents),
 ping/pong, idle close, the exchange's per-IP WebSocket limits with its error texts, signature
-checks on every `/exchange` request, and fault injection for tests (drop, silence, refuse,
+and `expiresAfter` checks on every `/exchange` request (with the address-based weight each signer
+was charged, 5x for a stale action), and fault injection for tests (drop, silence, refuse,
 garbage, 429).
 Must not: hold exchange rules itself (engine.py does) or accept control requests from anywhere
 but loopback.
@@ -59,6 +60,20 @@ def messages_error(limit: int) -> str:
 
 def connections_error(limit: int) -> str:
     return f"Cannot have more than {limit} websocket connections."  # unconfirmed wording
+
+
+# The exchange refuses an L1 action once its signed `expiresAfter` (ms) has passed, and such a
+# refusal costs the signer 5x the usual address-based weight (docs: "Exchange endpoint", Expires
+# After). The docs do not quote the error text and no public recording of it was found: this
+# wording is unconfirmed.
+EXPIRED_ERROR = "Action expired."
+EXPIRED_WEIGHT_FACTOR = 5
+
+
+def action_weight(action: dict[str, Any]) -> int:
+    """Address-based weight: a batch of n orders or cancels counts n, any other action 1."""
+    batch = action.get("orders", action.get("cancels"))
+    return max(1, len(batch)) if isinstance(batch, list) else 1
 
 
 def now_ms() -> int:
@@ -139,7 +154,9 @@ class SimServer:
         self._emitted: dict[int, int] = {}  # tid -> send time of trades emitted with a delay
         self._messages: dict[str, collections.deque[float]] = {}  # ip -> monotonic times in the last minute
         self._stats = {"ws_messages_in": 0, "ws_messages_out": 0, "info_requests": 0, "exchange_requests": 0,
-                       "ws_connections_refused": 0, "ws_limit_errors": 0, "replayed_trades": 0}
+                       "ws_connections_refused": 0, "ws_limit_errors": 0, "replayed_trades": 0,
+                       "expired_actions": 0}
+        self._address_weight: dict[str, int] = {}  # recovered signer -> address-based weight charged
         self._tasks: list[asyncio.Task[Any]] = []
         self._book_sent: dict[str, str] = {}  # l2Book subscription key -> the levels its subscribers last got
 
@@ -597,7 +614,9 @@ class SimServer:
             body = await request.json()
             action, nonce, signature = body["action"], int(body["nonce"]), body["signature"]
             vault, expires = body.get("vaultAddress"), body.get("expiresAfter")
-        except (ValueError, KeyError, TypeError):
+            if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
+                raise TypeError("expiresAfter must be a u64")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return web.Response(status=422, text=DESERIALIZE_ERROR)
         entry: dict[str, Any] = {"recv_ns": recv_ns, "user": None, "action": action, "nonce": nonce}
         self._exchange_log.append(entry)
@@ -606,8 +625,12 @@ class SimServer:
         except (ValueError, TypeError):
             return self._answer(entry, {"status": "err", "response": "Invalid signature."})
         entry["user"] = user
-        if expires is not None and int(expires) < now_ms():
-            return self._answer(entry, {"status": "err", "response": "Action expired."})
+        weight = action_weight(action) if isinstance(action, dict) else 1
+        if expires is not None and expires < now_ms():
+            self._stats["expired_actions"] += 1
+            self._charge(user, EXPIRED_WEIGHT_FACTOR * weight)
+            return self._answer(entry, {"status": "err", "response": EXPIRED_ERROR})
+        self._charge(user, weight)
         if user not in self.engine.accounts:
             return self._answer(entry, {"status": "err", "response": f"User or API Wallet {user.lower()} does not exist."})
         problem = self.engine.check_nonce(user, nonce, now_ms())
@@ -618,6 +641,10 @@ class SimServer:
         except (KeyError, TypeError, ValueError, IndexError):
             return web.Response(status=422, text=DESERIALIZE_ERROR)
         return self._answer(entry, answer)
+
+    def _charge(self, user: str, weight: int) -> None:
+        """Count address-based weight against the signer (counted only: the sim does not throttle)."""
+        self._address_weight[user] = self._address_weight.get(user, 0) + weight
 
     def _answer(self, entry: dict[str, Any], answer: dict[str, Any]) -> web.Response:
         entry["status"] = answer.get("status")
@@ -783,7 +810,8 @@ class SimServer:
                 "fills": list(acct.fills)}
 
     async def _op_stats(self) -> dict[str, Any]:
-        return {"connections": len(self.conns), "subscriptions": sum(len(c.subs) for c in self.conns), **self._stats}
+        return {"connections": len(self.conns), "subscriptions": sum(len(c.subs) for c in self.conns), **self._stats,
+                "address_weight": dict(self._address_weight)}
 
     # thread-safe public control methods (same names as the ops)
     def set_price(self, coin: str, px: Any) -> dict[str, Any]:

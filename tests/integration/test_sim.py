@@ -28,6 +28,8 @@ from eth_utils import to_checksum_address
 
 from hyperliquid_sim import SimConfig, SimServer
 from hyperliquid_sim.engine import parse_replay
+from hyperliquid_sim.server import DESERIALIZE_ERROR, EXPIRED_ERROR
+from signing import L1Signer, NonceClock
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_REPLAY = ROOT / "hyperliquid_sim" / "sample_replay.jsonl"
@@ -393,6 +395,85 @@ def test_replay_file_errors_name_the_line_and_the_sample_parses(tmp_path: Path) 
     with SAMPLE_REPLAY.open() as f:
         sample = parse_replay(f, ("BTC", "ETH", "SOL"))
     assert len(sample) >= 10 and {t.coin for t in sample} == {"BTC", "ETH"}
+
+
+# ---- /exchange: expiresAfter -----------------------------------------------------------------
+
+def _funded_signer(sim: SimServer) -> L1Signer:
+    signer = L1Signer(bytes(range(1, 33)), is_mainnet=False)
+    requests.post(sim.rest_url + "/info", json={"type": "clearinghouseState", "user": signer.address}, timeout=5)
+    return signer
+
+
+def _ioc_buy(n: int = 1) -> dict[str, Any]:
+    """n IOC buys of 0.001 BTC that fill at once against the book around 50000."""
+    return {"type": "order", "orders": [{"a": 0, "b": True, "p": "50500", "s": "0.001", "r": False,
+                                         "t": {"limit": {"tif": "Ioc"}}}] * n, "grouping": "na"}
+
+
+def _post_exchange(sim: SimServer, action: dict[str, Any], nonce: int, signature: dict[str, Any],
+                   expires_after: Any) -> requests.Response:
+    return requests.post(sim.rest_url + "/exchange", json={"action": action, "nonce": nonce, "signature": signature,
+                                                           "vaultAddress": None, "expiresAfter": expires_after},
+                         timeout=5)
+
+
+def _btc_position(sim: SimServer, address: str) -> D:
+    pos = sim.account(address)["positions"].get("BTC")
+    return D(pos["szi"]) if pos else D(0)
+
+
+def test_stale_expires_after_is_refused_unexecuted_and_costs_five_times_the_weight(make_sim) -> None:
+    sim = make_sim()
+    sim.set_price("BTC", "50000")
+    signer, nonces = _funded_signer(sim), NonceClock()
+    now_ms = time.time_ns() // 1_000_000
+
+    nonce = nonces.next()
+    stale = _post_exchange(sim, _ioc_buy(), nonce, signer.sign(_ioc_buy(), nonce, None, now_ms - 1000), now_ms - 1000)
+    assert stale.status_code == 200 and stale.json() == {"status": "err", "response": EXPIRED_ERROR}
+    assert _btc_position(sim, signer.address) == 0 and sim.account(signer.address)["fills"] == []
+    stats = sim.stats()
+    assert stats["expired_actions"] == 1 and stats["address_weight"] == {signer.address: 5}
+
+    nonce = nonces.next()
+    fresh = _post_exchange(sim, _ioc_buy(), nonce, signer.sign(_ioc_buy(), nonce, None, now_ms + 60_000),
+                           now_ms + 60_000)
+    assert fresh.json()["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "0.001"
+    assert _btc_position(sim, signer.address) == D("0.001")
+    stats = sim.stats()
+    assert stats["expired_actions"] == 1 and stats["address_weight"] == {signer.address: 6}
+
+    nonce = nonces.next()  # a stale batch of two orders: 5x the batch's weight of 2
+    batch = _post_exchange(sim, _ioc_buy(2), nonce, signer.sign(_ioc_buy(2), nonce, None, now_ms - 1), now_ms - 1)
+    assert batch.json() == {"status": "err", "response": EXPIRED_ERROR}
+    assert _btc_position(sim, signer.address) == D("0.001")
+    stats = sim.stats()
+    assert stats["expired_actions"] == 2 and stats["address_weight"] == {signer.address: 16}
+
+    nonce = nonces.next()  # not a u64: the exchange's deserialize error, nothing counted
+    garbled = _post_exchange(sim, _ioc_buy(), nonce, signer.sign(_ioc_buy(), nonce, None, None), str(now_ms + 60_000))
+    assert garbled.status_code == 422 and garbled.text == DESERIALIZE_ERROR
+    assert sim.stats()["address_weight"] == {signer.address: 16}
+
+
+def test_the_signature_covers_expires_after(make_sim) -> None:
+    sim = make_sim()
+    sim.set_price("BTC", "50000")
+    signer, nonces = _funded_signer(sim), NonceClock()
+    expires = time.time_ns() // 1_000_000 + 60_000
+    nonce = nonces.next()
+    signature = signer.sign(_ioc_buy(), nonce, None, expires)
+    for changed in (expires + 1, None):  # moved, or dropped, after signing
+        answer = _post_exchange(sim, _ioc_buy(), nonce, signature, changed).json()
+        recovered = sim.exchange_log()[-1]["user"]
+        assert recovered != signer.address
+        assert answer == {"status": "err", "response": f"User or API Wallet {recovered.lower()} does not exist."}
+    assert _btc_position(sim, signer.address) == 0
+    signed_as_sent = _post_exchange(sim, _ioc_buy(), nonce, signature, expires).json()
+    assert signed_as_sent["status"] == "ok" and sim.exchange_log()[-1]["user"] == signer.address
+    assert _btc_position(sim, signer.address) == D("0.001")
+    assert sim.stats()["expired_actions"] == 0
 
 
 # ---- control endpoint ------------------------------------------------------------------------
