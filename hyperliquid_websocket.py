@@ -3,9 +3,12 @@
 Owns: connect, subscribe (trades first) and confirm every subscription, ping when quiet, detect a
 dead or silent connection (pong and data deadlines), reconnect with capped, jittered exponential
 backoff, resubscribe on every connect, and put typed, immutable events on a bounded queue.
+Survives its own bugs: any exception in a session is logged (one traceback, then a count at most
+once a minute), counted (`WsStats.internal_errors`) and handled as a lost connection (reconnect
+with backoff); `restarted()` builds a fresh client should the thread ever end anyway.
 Must not: run trading logic or call into the bot; block on the queue (a stuck consumer never
-stops reads or pings); drop a fill, order update or connection event; let a bad price through.
-Only this thread touches the socket.
+stops reads or pings); drop a fill, order update or connection event; let a bad price through;
+end its thread before `stop()`. Only this thread touches the socket.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ log = logging.getLogger("websocket")
 GREETING = "Websocket connection established."
 _RECV_POLL_S = 0.2  # socket read timeout: bounds how fast stop() and deadlines are noticed
 _CHECK_EVERY_S = 0.02  # during a burst: how often deadlines, pings and shared stats are updated
+_INTERNAL_LOG_EVERY_S = 60.0  # a repeating internal error: one traceback, then a count this often
+_BOOKKEEPING_RETRY_S = 5.0  # wait after a failure between sessions when the backoff itself failed
 
 
 # ---- events ---------------------------------------------------------------------------------
@@ -334,6 +339,7 @@ class WsStats:
     parse_errors: Mapping[str, int]
     messages_received: int
     pending_priority: int
+    internal_errors: int  # exceptions from this module's own code (bugs), each handled as a lost connection
 
 
 def _describe(sub: Mapping[str, Any]) -> str:
@@ -375,6 +381,19 @@ class _Dead(Exception):
     """The connection must be dropped and re-opened; the message says why."""
 
 
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _error_site(exc: BaseException) -> str:
+    """Where an exception was raised (innermost frame): the same bug repeating has the same site."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{type(exc).__name__}{where}"
+
+
 class HyperliquidWebSocketClient:
     """One connection in one named thread; events go to `out_queue` (bounded, never blocking)."""
 
@@ -384,6 +403,11 @@ class HyperliquidWebSocketClient:
                  subscribe_timeout_s: float = 5.0, healthy_after_s: float = 30.0, max_frame_bytes: int = 1 << 20,
                  clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] | None = None,
                  name: str = "hl-websocket") -> None:
+        self._options: dict[str, Any] = dict(
+            reconnect_interval_s=reconnect_interval_s, max_backoff_s=max_backoff_s,
+            max_reconnect_attempts=max_reconnect_attempts, ping_interval_s=ping_interval_s,
+            pong_timeout_s=pong_timeout_s, data_timeout_s=data_timeout_s, subscribe_timeout_s=subscribe_timeout_s,
+            healthy_after_s=healthy_after_s, max_frame_bytes=max_frame_bytes, clock=clock, rng=rng, name=name)
         # trades first: the core feed is flowing before anything else is asked for
         self.subscriptions = sorted((dict(s) for s in subscriptions), key=lambda s: s.get("type") != "trades")
         self.url = url
@@ -418,6 +442,8 @@ class HyperliquidWebSocketClient:
         self._messages = 0
         self._last_drop_log = -1e9  # the first drop is always logged, whatever the clock
         self._last_error_log: dict[str, float] = {}
+        self._internal_errors = 0
+        self._internal_log: dict[str, tuple[float, int]] = {}  # site -> (last logged at, count since)
 
     # ---- lifecycle ----
 
@@ -438,6 +464,31 @@ class HyperliquidWebSocketClient:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def is_alive(self) -> bool:
+        """True while the socket thread runs (as `threading.Thread.is_alive`); False before `start()`."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def thread_died(self) -> bool:
+        """True once the started thread has ended, `stop()` included: the caller knows whether it
+        asked for that; otherwise it replaces this client with `restarted()`."""
+        return self._thread is not None and not self._thread.is_alive()
+
+    def restarted(self) -> "HyperliquidWebSocketClient":
+        """A new, not started client with this one's url, subscriptions, queue and settings, for when
+        this thread has ended (a thread cannot be started twice). Counters carry over (reconnects,
+        drops, parse and internal errors, messages), and so do the failure streak and the fallback
+        state, so the bot still gets `StreamRecovered` after a `StreamDown` this client sent. This
+        client is told to stop, so two threads never feed one queue."""
+        self.stop(timeout_s=0.0)
+        fresh = HyperliquidWebSocketClient(self.url, self.subscriptions, self.out, **self._options)
+        fresh.backoff.failures = self.backoff.failures
+        with self._lock:
+            fresh._reconnects, fresh._failures, fresh._dropped = self._reconnects, self._failures, self._dropped
+            fresh._fallback, fresh._down_since = self._fallback, self._down_since
+            fresh._errors, fresh._messages = dict(self._errors), self._messages
+            fresh._internal_errors = self._internal_errors
+        return fresh
+
     def stats(self) -> WsStats:
         now = self.clock()
         with self._lock:
@@ -448,7 +499,7 @@ class HyperliquidWebSocketClient:
                 reconnects=self._reconnects, consecutive_failures=self._failures, fallback=self._fallback,
                 dropped_market_data=self._dropped, parse_errors_total=sum(self._errors.values()),
                 parse_errors=dict(self._errors), messages_received=self._messages,
-                pending_priority=len(self._priority))
+                pending_priority=len(self._priority), internal_errors=self._internal_errors)
 
     # ---- the thread ----
 
@@ -456,44 +507,84 @@ class HyperliquidWebSocketClient:
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
-            session_start = self.clock()
             try:
-                self._session(attempt)
-                reason = "closed by server"
-            except _Dead as exc:
-                reason = str(exc)
-            except (websocket.WebSocketException, OSError, ValueError) as exc:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            finally:
-                self._close()
-            if self._stop.is_set():
+                if not self._one_connection(attempt):
+                    break
+            except Exception as exc:  # noqa: BLE001 - a bug between sessions must not end the thread
                 with self._lock:
-                    was, self._connected = self._connected, False
-                if was:
-                    log.info("WebSocket connection closed (client stopping)")
-                break
-            was_connected = self._mark_disconnected(reason)
-            if was_connected and self.clock() - session_start >= self.healthy_after_s:
-                self.backoff.reset()
-                with self._lock:
-                    self._failures = 0
-            with self._lock:
-                self._failures += 1
-                failures = self._failures
-            if failures >= self.max_attempts and not self._fallback:
-                with self._lock:
-                    self._fallback = True
-                    self._down_since = self.clock()
-                log.warning("WebSocket down after %d consecutive failures; the bot falls back to REST", failures)
-                self._emit(StreamDown(failures, reason))
-            delay = self.backoff.next_delay()
-            log.info("Reconnecting in %.1fs (attempt %d/%d)...", delay, failures, self.max_attempts)
-            if self._stop.wait(delay):
-                break
-            with self._lock:
-                self._reconnects += 1
+                    self._connected = False
+                self._internal_error(exc)
+                if self._stop.wait(self._safe_delay()):
+                    break
         with self._lock:
             self._connected = False
+
+    def _one_connection(self, attempt: int) -> bool:
+        """One session, then the failure bookkeeping and the backoff wait; False when stopping."""
+        session_start = self.clock()
+        try:
+            self._session(attempt)
+            reason = "closed by server"
+        except _Dead as exc:
+            reason = str(exc)
+        except (websocket.WebSocketException, OSError, ValueError) as exc:
+            reason = _reason(exc)
+        except Exception as exc:  # noqa: BLE001 - our own bug: counted, logged, then a normal reconnect
+            self._internal_error(exc)
+            reason = f"internal error: {_reason(exc)}"
+        finally:
+            self._close()
+        if self._stop.is_set():
+            with self._lock:
+                was, self._connected = self._connected, False
+            if was:
+                log.info("WebSocket connection closed (client stopping)")
+            return False
+        was_connected = self._mark_disconnected(reason)
+        if was_connected and self.clock() - session_start >= self.healthy_after_s:
+            self.backoff.reset()
+            with self._lock:
+                self._failures = 0
+        with self._lock:
+            self._failures += 1
+            failures = self._failures
+        if failures >= self.max_attempts and not self._fallback:
+            with self._lock:
+                self._fallback = True
+                self._down_since = self.clock()
+            log.warning("WebSocket down after %d consecutive failures; the bot falls back to REST", failures)
+            self._emit(StreamDown(failures, reason))
+        delay = self.backoff.next_delay()
+        log.info("Reconnecting in %.1fs (attempt %d/%d)...", delay, failures, self.max_attempts)
+        if self._stop.wait(delay):
+            return False
+        with self._lock:
+            self._reconnects += 1
+        return True
+
+    def _safe_delay(self) -> float:
+        try:
+            return self.backoff.next_delay()
+        except Exception:  # noqa: BLE001 - the backoff is what failed: wait a fixed time instead
+            return _BOOKKEEPING_RETRY_S
+
+    def _internal_error(self, exc: Exception) -> None:
+        """Count a bug; log its traceback the first time, then a count at most once a minute."""
+        with self._lock:
+            self._internal_errors += 1
+            total = self._internal_errors
+        site = _error_site(exc)
+        now = self.clock()
+        logged_at, since = self._internal_log.get(site, (None, 0))
+        if logged_at is None:
+            self._internal_log[site] = (now, 0)
+            log.error("internal error in the WebSocket thread (%d so far): %s", total, _reason(exc), exc_info=exc)
+        elif now - logged_at >= _INTERNAL_LOG_EVERY_S:
+            self._internal_log[site] = (now, 0)
+            log.error("internal error %s repeated %d more time(s) (%d so far): %s", site, since + 1, total,
+                      _reason(exc))
+        else:
+            self._internal_log[site] = (logged_at, since + 1)
 
     def _session(self, attempt: int) -> None:
         ws = _BufferedWebSocket(skip_utf8_validation=True, enable_multithread=False)

@@ -274,3 +274,121 @@ def test_wss_streams_bursts_and_big_frames_through_the_buffered_reader_and_recon
     finally:
         client.stop()
         fake.stop()
+
+
+class FailOnce:
+    """Wraps a client method: the first call after `arm()` raises `exc`, every other call goes through."""
+
+    def __init__(self, method: Callable[..., Any], exc: Exception) -> None:
+        self.method, self.exc, self.armed, self.raised = method, exc, False, 0
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def __call__(self, *args: Any) -> Any:
+        if self.armed:
+            self.armed = False
+            self.raised += 1
+            raise self.exc
+        return self.method(*args)
+
+
+def test_bug_in_frame_handling_is_counted_and_the_stream_reconnects(server: FakeExchange,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="websocket")
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q)
+    bug = FailOnce(client._on_payload, RuntimeError("injected bug"))
+    client._on_payload = bug  # type: ignore[method-assign]  # a per-frame method raising what nothing expects
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        drain(q)
+        bug.arm()
+        server.trade("50000", 1)
+        down = wait_until(lambda: next((e for e in list(q.queue) if type(e) is Disconnected), None))
+        assert down.reason == "internal error: RuntimeError: injected bug"
+        wait_until(lambda: server.connections == 2 and client.stats().subscriptions_confirmed == 3)
+        server.trade("50001", 2)
+        wait_until(lambda: any(type(e) is Trade and e.tid == 2 for e in list(q.queue)))
+        stats = client.stats()
+        assert client.is_alive() and not client.thread_died() and stats.connected
+        assert stats.internal_errors == 1 and stats.reconnects == 1 and bug.raised == 1
+        assert [type(e) for e in drain(q)].count(Connected) == 1  # the reconnect's
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and errors[0].exc_info is not None  # one traceback
+        assert "WebSocket connection closed" in caplog.text
+        assert "Error in WebSocket listener: internal error: RuntimeError: injected bug" in caplog.text
+    finally:
+        client.stop()
+    assert not client.is_alive()
+
+
+def test_bug_in_reconnect_bookkeeping_does_not_end_the_thread(server: FakeExchange) -> None:
+    q: queue.Queue = queue.Queue(100)
+    client = client_for(server, q)
+    bug = FailOnce(client._mark_disconnected, KeyError("bookkeeping"))
+    client._mark_disconnected = bug  # type: ignore[method-assign]  # runs between sessions
+    client.start()
+    try:
+        wait_until(lambda: client.stats().subscriptions_confirmed == 3)
+        bug.arm()
+        server.drop()
+        wait_until(lambda: bug.raised == 1)
+        wait_until(lambda: server.connections == 2 and client.stats().subscriptions_confirmed == 3)
+        server.trade("50000", 3)
+        wait_until(lambda: any(type(e) is Trade and e.tid == 3 for e in list(q.queue)))
+        assert client.is_alive() and client.stats().connected and client.stats().internal_errors == 1
+    finally:
+        client.stop()
+
+
+def test_a_repeating_bug_logs_one_traceback_then_a_count_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="websocket")
+    now = [1000.0]
+    q: queue.Queue = queue.Queue(1000)
+    client = HyperliquidWebSocketClient("ws://127.0.0.1:9/ws", SUBS, q, reconnect_interval_s=0.001,
+                                        max_backoff_s=0.002, max_reconnect_attempts=10**9, clock=lambda: now[0])
+
+    def broken_session(attempt: int) -> None:
+        raise AttributeError("same bug every time")
+
+    client._session = broken_session  # type: ignore[method-assign]
+    client.start()
+    try:
+        wait_until(lambda: client.stats().internal_errors >= 20)
+        now[0] += 61.0
+        seen = client.stats().internal_errors
+        wait_until(lambda: client.stats().internal_errors >= seen + 20)
+        assert client.is_alive()
+    finally:
+        client.stop()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2, [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None and errors[1].exc_info is None
+    assert "repeated" in errors[1].getMessage()
+
+
+def test_restarted_gives_a_fresh_working_client_with_the_same_settings(server: FakeExchange) -> None:
+    q: queue.Queue = queue.Queue(100)
+    old = client_for(server, q)
+    old.start()
+    wait_until(lambda: old.stats().subscriptions_confirmed == 3)
+    server.drop()
+    wait_until(lambda: old.stats().reconnects == 1 and old.stats().subscriptions_confirmed == 3)
+    assert not old.thread_died()
+    old.stop()
+    assert not old.is_alive() and old.thread_died()
+    new = old.restarted()
+    assert new is not old and not new.is_alive() and not new.thread_died()
+    assert (new.url, new.subscriptions, new.out, new.data_timeout_s) == (old.url, old.subscriptions, q, 1.0)
+    assert new.stats().reconnects == 1
+    drain(q)
+    new.start()
+    try:
+        wait_until(lambda: new.stats().subscriptions_confirmed == 3)
+        server.trade("50000", 4)
+        wait_until(lambda: any(type(e) is Trade and e.tid == 4 for e in list(q.queue)))
+        assert new.is_alive() and new.stats().connected and server.connections == 3
+    finally:
+        new.stop()
