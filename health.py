@@ -1,26 +1,126 @@
-"""Health endpoint: `/health` JSON (200 ok / 503 otherwise) and `/metrics` (Prometheus text).
+"""Health endpoint: `/health` JSON (200 ok or fallback / 503 otherwise) and `/metrics` (Prometheus text).
 
-Owns: a small HTTP server in its own named thread. Must not: touch trading state. It only reads
-the immutable snapshot the main thread publishes (`snapshot()` returns a mapping that is never
-mutated after publication), so no lock is needed on the trading side.
+Owns: a small HTTP server in its own named thread, and `render()`, the pure function that turns the
+trading loop's snapshot into the answer. The snapshot holds monotonic stamps, not ages: every age
+(uptime, price, last stream message, and the loop's own heartbeat `published_at_s`) is computed
+when a request arrives, so a stalled loop cannot hide behind its last snapshot, it turns degraded.
+Also owns its defences against its clients: one deadline per request (a client that sends nothing
+or dribbles is cut off), a cap on connections handled at once (the oldest still sending its
+request is closed to make room; when every slot is answering, a newcomer gets 503 at once), and a
+`stop()` that does not wait for hung clients.
+Must not: touch trading state or take its locks: it only calls `snapshot()`, which returns a
+mapping the loop never mutates after publishing; nor die because of it: a snapshot that raises or
+is malformed answers 503 "health snapshot failed".
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger("health")
 
-# Numeric figures exported to /metrics: (metric name, help, path in the snapshot).
+LOOP_STALLED_AFTER_S = 5.0  # the loop publishes every 0.25 s while it runs
+EXIT_FAILURES_DEGRADED = 2  # consecutive failed exits
+STATUS_CODES = {"ok": 200, "fallback": 200, "degraded": 503, "starting": 503}
+SNAPSHOT_FAILED = "health snapshot failed"
+_DROPPED = frozenset({"published_at_s", "started_at_s", "price_fresh_limit_s", "status", "reasons"})
+_LOG_EVERY_S = 60.0  # repeated problems (snapshot failures, connection cap) are logged this often
+_BUSY_RESPONSE = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n")
+
+
+# ---- render (pure) ----------------------------------------------------------------------------
+
+def _age(now_s: float, stamp_s: float | None) -> float | None:
+    return None if stamp_s is None else round(now_s - stamp_s, 3)
+
+
+def _plain(value: Any) -> Any:
+    """Read-only mappings and tuples (as the loop may publish them) as JSON-ready dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _aged(part: Mapping[str, Any], now_s: float) -> dict[str, Any]:
+    """`x_at_s` stamps become `x_age_s` ages, in place; fresh-limits are dropped."""
+    out: dict[str, Any] = {}
+    for key, value in part.items():
+        if key in _DROPPED:
+            continue
+        if key.endswith("_at_s"):
+            out[key[:-len("_at_s")] + "_age_s"] = _age(now_s, value)
+        else:
+            out[key] = _plain(value)
+    return out
+
+
+def _body(snapshot: Mapping[str, Any], now_s: float) -> dict[str, Any]:
+    body: dict[str, Any] = {"uptime_s": _age(now_s, snapshot["started_at_s"]),
+                            "loop_age_s": _age(now_s, snapshot["published_at_s"])}
+    body.update(_aged(snapshot, now_s))
+    body["websocket"] = _aged(snapshot["websocket"], now_s)
+    if isinstance(snapshot.get("markets"), Mapping):  # per-market figures age like the top level
+        body["markets"] = {coin: _aged(m, now_s) if isinstance(m, Mapping) else _plain(m)
+                           for coin, m in snapshot["markets"].items()}
+    return body
+
+
+def _reasons(snapshot: Mapping[str, Any], body: Mapping[str, Any]) -> list[str]:
+    reasons = []
+    if body["loop_age_s"] > LOOP_STALLED_AFTER_S:
+        reasons.append(f"trading loop stalled for {body['loop_age_s']:.1f} s")
+    if snapshot["exit_failures"] >= EXIT_FAILURES_DEGRADED:
+        reasons.append(f"exits failing: {snapshot['exit_failures']} in a row")
+    if not snapshot["state_writable"]:
+        reasons.append(f"state not writable: {snapshot.get('state_error') or 'unknown error'}")
+    price_age_s = body["price_age_s"]
+    if snapshot["current_price"] is None or price_age_s is None:
+        reasons.append("no price yet")
+    elif price_age_s > snapshot["price_fresh_limit_s"]:
+        reasons.append(f"stale price: {price_age_s:.1f} s old")
+    return reasons
+
+
+def render(snapshot: Mapping[str, Any], now_s: float) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) for a snapshot at monotonic time `now_s`. Raises on a snapshot that
+    does not follow the contract (a missing stamp or figure); the server answers that as degraded."""
+    if snapshot.get("status") == "starting":
+        return STATUS_CODES["starting"], {"status": "starting", "reasons": ["trading loop not started yet"]}
+    body = _body(snapshot, now_s)
+    reasons = _reasons(snapshot, body)
+    websocket = snapshot["websocket"]
+    if reasons:
+        status = "degraded"
+    elif websocket["enabled"] and websocket["fallback"]:
+        status = "fallback"
+    else:
+        status = "ok"
+    return STATUS_CODES[status], {"status": status, "reasons": reasons, **body}
+
+
+def _failed_render() -> tuple[int, dict[str, Any]]:
+    return STATUS_CODES["degraded"], {"status": "degraded", "reasons": [SNAPSHOT_FAILED]}
+
+
+# ---- metrics (pure) ---------------------------------------------------------------------------
+
+# Numeric figures exported to /metrics: (metric name, help, path in the rendered body).
 _METRICS = (
     ("hlbot_up", "1 when status is ok", ("status",)),
     ("hlbot_uptime_seconds", "seconds since start", ("uptime_s",)),
+    ("hlbot_loop_age_seconds", "seconds since the trading loop last published", ("loop_age_s",)),
     ("hlbot_current_price", "last price of the traded symbol", ("current_price",)),
     ("hlbot_price_age_seconds", "age of the last price", ("price_age_s",)),
     ("hlbot_websocket_connected", "1 while the WebSocket is connected", ("websocket", "connected")),
@@ -32,14 +132,22 @@ _METRICS = (
     ("hlbot_websocket_dropped_market_data_total", "market data dropped on a full queue",
      ("websocket", "dropped_market_data")),
     ("hlbot_websocket_parse_errors_total", "frames that did not parse", ("websocket", "parse_errors")),
+    ("hlbot_websocket_internal_errors_total", "bugs caught in the WebSocket thread",
+     ("websocket", "internal_errors")),
+    ("hlbot_websocket_thread_restarts_total", "WebSocket threads found dead and restarted",
+     ("websocket", "thread_restarts")),
     ("hlbot_queue_depth", "events waiting for the main thread", ("websocket", "queue_depth")),
+    ("hlbot_handler_errors_total", "events whose handler raised", ("handler_errors",)),
+    ("hlbot_exit_failures", "consecutive failed exits", ("exit_failures",)),
+    ("hlbot_state_writable", "1 while the state store accepts writes", ("state_writable",)),
+    ("hlbot_unknown_orders", "orders whose result is not known yet", ("unknown_orders",)),
     ("hlbot_trades_seen_total", "trades of the symbol handled", ("trades_seen",)),
     ("hlbot_rss_bytes", "peak resident memory", ("rss_bytes",)),
 )
 
 
-def _lookup(snapshot: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
-    value: Any = snapshot
+def _lookup(body: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = body
     for key in path:
         if not isinstance(value, Mapping) or key not in value:
             return None
@@ -53,68 +161,227 @@ def _lookup(snapshot: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
     return None
 
 
-class _SnapshotCollector:
-    def __init__(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
-        self._snapshot = snapshot
+class _BodyCollector:
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self._body = body
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        snap = self._snapshot()
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         for name, help_, path in _METRICS:
-            value = _lookup(snap, path)
+            value = _lookup(self._body, path)
             if value is not None:
-                family = GaugeMetricFamily(name, help_)
-                family.add_metric([], value)
-                yield family
+                yield GaugeMetricFamily(name, help_, value=value)
+        status = GaugeMetricFamily("hlbot_status", "1 for the current health status", labels=["status"])
+        for name in STATUS_CODES:
+            status.add_metric([name], 1.0 if self._body.get("status") == name else 0.0)
+        yield status
+
+
+def render_metrics(body: Mapping[str, Any]) -> bytes:
+    """Prometheus text for a body from `render()`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BodyCollector(body))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+# ---- the server -------------------------------------------------------------------------------
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket against one deadline for the whole request. A plain socket timeout restarts
+    on every byte, so a client dribbling a byte a second would hold its handler forever."""
+
+    def __init__(self, sock: socket.socket, deadline_s: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline_s = deadline_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining_s = self._deadline_s - time.monotonic()
+        if remaining_s <= 0:
+            raise TimeoutError("request not received in time")
+        self._sock.settimeout(remaining_s)
+        return self._sock.recv_into(buffer)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout_s
+        super().setup()  # the socket timeout (for writes), rfile, wfile
+        self.rfile.close()  # replaced by a reader with one deadline for the whole request
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + self.timeout))
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.server.request_read(self.request)
+        self.connection.settimeout(self.timeout)
+        if self.path == "/health":
+            status, body = self.server.render_now()
+            self._send(status, "application/json", json.dumps(body, default=str).encode())
+        elif self.path == "/metrics":
+            _, body = self.server.render_now()
+            self._send(200, CONTENT_TYPE_LATEST, render_metrics(body))
+        else:
+            self._send(404, "text/plain", b"not found\n")
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug(fmt, *args)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Wake the thread blocked on `sock` (it then closes it itself: closing a socket another thread
+    uses could hit a reused descriptor)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` of them at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # a burst of connects waits in the kernel's backlog, not refused
+
+    def __init__(self, address: tuple[str, int], render_now: Callable[[], tuple[int, dict[str, Any]]],
+                 max_connections: int, request_timeout_s: float) -> None:
+        self.render_now = render_now
+        self.max_connections = max_connections
+        self.request_timeout_s = request_timeout_s
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, bool] = {}  # connection -> still reading its request; oldest first
+        self._turned_away = 0
+        self._last_cap_log_s = -_LOG_EVERY_S
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        victim, full = self._admit(request)
+        if victim is not None:
+            _shut(victim)
+        if full:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the handler thread
+        except Exception:
+            self._forget(request)
+            raise
+
+    def _admit(self, request: socket.socket) -> tuple[socket.socket | None, bool]:
+        """Take a slot for `request`; at the cap, free the oldest one still reading its request."""
+        victim = None
+        with self._lock:
+            if len(self._open) >= self.max_connections:
+                victim = next((sock for sock, reading in self._open.items() if reading), None)
+                if victim is None:
+                    self._note_turned_away()
+                    return None, True
+                del self._open[victim]
+                self._note_turned_away()
+            self._open[request] = True
+        return victim, False
+
+    def _note_turned_away(self) -> None:
+        self._turned_away += 1
+        now_s = time.monotonic()
+        if now_s - self._last_cap_log_s >= _LOG_EVERY_S:
+            self._last_cap_log_s = now_s
+            log.warning("connection limit %d reached: %d connection(s) closed or refused so far",
+                        self.max_connections, self._turned_away)
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.setblocking(False)  # never wait on a client from the accepting thread
+            request.send(_BUSY_RESPONSE)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def request_read(self, request: socket.socket) -> None:
+        """The request is in: the connection is now answering, no longer evictable."""
+        with self._lock:
+            if request in self._open:
+                self._open[request] = False
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints these to stderr; a client hanging up mid-answer is routine, not news
+        log.debug("request from %s failed", client_address, exc_info=True)
+
+    def wake_all(self) -> None:
+        with self._lock:
+            socks = list(self._open)
+        for sock in socks:
+            _shut(sock)
 
 
 class HealthServer:
-    """Serves the snapshot; `port` is the bound port after `start()` (0 picks a free one)."""
+    """Renders the snapshot per request; `port` is the bound port after `start()` (0 picks a free one).
+    `clock` must be the clock the snapshot's stamps come from; request deadlines use real time."""
 
-    def __init__(self, host: str, port: int, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, host: str, port: int, snapshot: Callable[[], Mapping[str, Any]],
+                 clock: Callable[[], float] = time.monotonic, max_connections: int = 32,
+                 request_timeout_s: float = 5.0) -> None:
         self.host = host
         self.port = port
         self._snapshot = snapshot
-        self._server: ThreadingHTTPServer | None = None
+        self._clock = clock
+        self.max_connections = max_connections
+        self.request_timeout_s = request_timeout_s
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._last_failure_log_s = -_LOG_EVERY_S
+
+    def render_now(self) -> tuple[int, dict[str, Any]]:
+        """`render()` of the current snapshot now; 503 degraded if the snapshot cannot be had."""
+        try:
+            return render(self._snapshot(), self._clock())
+        except Exception as exc:  # noqa: BLE001 - a bad snapshot is a health finding, not a crash
+            self._log_failure(exc)
+            return _failed_render()
+
+    def _log_failure(self, exc: Exception) -> None:
+        self._failures += 1  # a count, not a decision: racing request threads may lose an increment
+        now_s = time.monotonic()
+        if now_s - self._last_failure_log_s >= _LOG_EVERY_S:
+            self._last_failure_log_s = now_s
+            log.error("%s (%d so far): %s: %s", SNAPSHOT_FAILED, self._failures, type(exc).__name__, exc,
+                      exc_info=self._failures == 1)
 
     def start(self) -> None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_SnapshotCollector(self._snapshot))  # type: ignore[arg-type]
-        snapshot = self._snapshot
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path == "/health":
-                    snap = dict(snapshot())
-                    body = json.dumps(snap, default=str).encode()
-                    self._send(200 if snap.get("status") == "ok" else 503, "application/json", body)
-                elif self.path == "/metrics":
-                    self._send(200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry))
-                else:
-                    self._send(404, "text/plain", b"not found\n")
-
-            def _send(self, status: int, ctype: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: Any) -> None:
-                log.debug(fmt, *args)
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, self.port), self.render_now, self.max_connections,
+                               self.request_timeout_s)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="hl-health", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        if self._server is None:
+        """Stops accepting, wakes every handler still waiting on a client, returns within ~2 s."""
+        server, self._server = self._server, None
+        if server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        server.shutdown()
+        server.wake_all()
+        server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        self._server = None
