@@ -1,36 +1,38 @@
 """REST client: `/info` queries and signed `/exchange` actions, with typed results and errors.
 
-Owns: one `requests.Session` for `/info` and one `http_line.HttpLine` for `/exchange` (both
-keep-alive, a timeout on every call), mapping of transport failures
-and HTTP statuses to a small exception hierarchy, retries of `/info` with backoff and jitter, a
-client-side weight budget under the exchange's 1200/min, order wire dicts (key order as the
-official SDK), signing through `signing.L1Signer`, and the rule that an order is never re-sent
-blindly: after a transport failure it is looked up by its cloid first.
-Must not: log a key or a signature, or return the exchange's `{"status":"err"}` like a success.
+Owns: two kept-alive transports (`http_line`: one for `/info`, one for `/exchange`), each call
+one request within a total deadline (connect to last byte), the mapping of transport failures,
+HTTP statuses and malformed bodies to a small exception hierarchy, a client-side weight budget
+under the exchange's 1200/min, order wire dicts (key order as the official SDK), signing through
+`signing.L1Signer` with a short `expiresAfter` on every action, and the three outcomes of an
+action: done (an answer we parsed), not executed (nothing reached the exchange, or it refused the
+whole request) or unknown (`ResultUnknown`: anything else).
+Must not: sleep, retry, or re-send anything (the trading loop decides, with timers); log a key or
+a signature; return the exchange's `{"status":"err"}` like a success.
 """
 from __future__ import annotations
 
 import collections
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, TypeVar
 
 import requests
-from requests.structures import CaseInsensitiveDict
 
-from http_line import HttpLine, LineError
+from http_line import HttpLine, LineError, RequestsLine
 from signing import (L1Signer, NonceClock, float_to_wire, is_valid_price, is_valid_size, new_cloid,
                      sign_l1_action)
 from sizing import slippage_price
+from strategies import parse_candle
 
 log = logging.getLogger("rest")
 
 __all__ = ["sign_l1_action", "HyperliquidRestClient", "HyperliquidError", "NetworkError", "RateLimited",
-           "ServerError", "RequestRejected", "OrderRejected", "OrderStatusUnknown", "OrderResult", "Meta",
+           "ServerError", "MalformedAnswer", "RequestRejected", "OrderRejected", "ResultUnknown",
+           "OrderStatusUnknown", "OrderResult", "Meta",
            "AssetMeta", "AccountState", "Position", "OpenOrder", "Fill", "OrderStatusResult"]
 
 
@@ -43,14 +45,21 @@ class HyperliquidError(Exception):
 
 
 class NetworkError(HyperliquidError):
+    """The request failed on the wire. `sent`: False only when no byte of it can have reached the
+    server (connect refused or failed); otherwise the server may have seen it."""
+
     retryable = True
+
+    def __init__(self, message: str, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class RateLimited(HyperliquidError):
     retryable = True
 
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"rate limited (HTTP 429); retry after {retry_after_s:.1f}s")
+    def __init__(self, retry_after_s: float, message: str | None = None) -> None:
+        super().__init__(message or f"rate limited (HTTP 429); retry after {retry_after_s:.1f}s")
         self.retry_after_s = retry_after_s
 
 
@@ -60,6 +69,12 @@ class ServerError(HyperliquidError):
     def __init__(self, status: int, body: str = "") -> None:
         super().__init__(f"server error HTTP {status}: {body[:200]}")
         self.status = status
+
+
+class MalformedAnswer(HyperliquidError):
+    """The answer arrived but is not what the endpoint returns (not JSON, missing keys, bad numbers)."""
+
+    retryable = True
 
 
 class RequestRejected(HyperliquidError):
@@ -76,11 +91,26 @@ class OrderRejected(HyperliquidError):
         self.cloid = cloid
 
 
-class OrderStatusUnknown(HyperliquidError):
-    """The order was sent, the answer was lost, and the exchange could not be asked about it."""
+class ResultUnknown(HyperliquidError):
+    """A signed action may or may not have executed: it was sent and no answer we could parse came
+    back (5xx, garbage, reset, timeout, a dribbled answer). Never a failure: it is settled by a
+    lookup. `expires_after_ms`: the action's signed expiry (wall clock, ms); once it has passed
+    the exchange can no longer execute it. `retry_after_s`: set when the answer was a 429."""
 
-    def __init__(self, cloid: str) -> None:
-        super().__init__(f"order {cloid}: result unknown after a network failure; look it up by cloid")
+    def __init__(self, message: str, expires_after_ms: int | None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.expires_after_ms = expires_after_ms
+        self.retry_after_s = retry_after_s
+
+
+class OrderStatusUnknown(ResultUnknown):
+    """An order's result is unknown; look it up by `cloid` (after `expires_after_ms` an
+    `unknownOid` answer means it can never execute)."""
+
+    def __init__(self, cloid: str, expires_after_ms: int | None = None, why: str = "no answer",
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(f"order {cloid}: result unknown ({why}); look it up by cloid", expires_after_ms,
+                         retry_after_s)
         self.cloid = cloid
 
 
@@ -207,6 +237,15 @@ def parse_fill(f: Mapping[str, Any]) -> Fill:
                 closed_pnl=_dec(f.get("closedPnl")), dir=str(f.get("dir", "")), hash=str(f.get("hash", "")))
 
 
+def parse_order_status(raw: Mapping[str, Any]) -> OrderStatusResult:
+    """`orderStatus` by oid or cloid, e.g. {"status": "order", "order": {"order": {...}, "status":
+    "filled", "statusTimestamp": 1}} or {"status": "unknownOid"}."""
+    if raw.get("status") != "order":
+        return OrderStatusResult(str(raw.get("status", "unknownOid")), None)
+    order = raw["order"]
+    return OrderStatusResult(str(order["status"]), order)
+
+
 def parse_statuses(statuses: Sequence[Any], cloids: Sequence[str | None]) -> list[OrderResult]:
     out = []
     for status, cloid in zip(statuses, list(cloids) + [None] * (len(statuses) - len(cloids))):
@@ -227,38 +266,38 @@ def parse_statuses(statuses: Sequence[Any], cloids: Sequence[str | None]) -> lis
 _INFO_WEIGHT_2 = frozenset({"l2Book", "allMids", "clearinghouseState", "orderStatus", "exchangeStatus",
                             "spotClearinghouseState"})
 WEIGHT_PER_MINUTE = 1200
-# After an order's answer was lost, ask about it no sooner than this after sending: a request that
-# reached the exchange is in a block by then, so "unknownOid" means it never arrived. (Asked at once
-# after a reset, it could be answered before the order is processed, and the order re-sent twice.)
-LOST_ORDER_GRACE_S = 2.0
+# What the parsers raise on a body of the wrong shape; turned into MalformedAnswer.
+_PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
+T = TypeVar("T")
+
+
+def parsed(parse: Callable[[Any], T], raw: Any, what: str) -> T:
+    """`parse(raw)`, with any error of a malformed body raised as MalformedAnswer naming `what`."""
+    try:
+        return parse(raw)
+    except _PARSE_ERRORS as exc:
+        raise MalformedAnswer(f"{what}: malformed answer ({type(exc).__name__}: {exc})"[:300]) from exc
 
 
 class WeightBudget:
-    """Sliding 60 s window of request weight; `take()` sleeps rather than go over the limit."""
+    """Sliding 60 s window of request weight under the exchange's per-IP limit. `take()` never
+    waits: over the budget it raises RateLimited with the time until weight frees up."""
 
-    def __init__(self, limit: int, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self.limit, self.clock, self.sleep = limit, clock, sleep
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit, self.clock = limit, clock
         self._spent: collections.deque[tuple[float, int]] = collections.deque()
         self._total = 0
 
-    def take(self, weight: int) -> float:
-        waited = 0.0
-        while True:
-            now = self.clock()
-            while self._spent and now - self._spent[0][0] >= 60.0:
-                self._total -= self._spent.popleft()[1]
-            if self._total + weight <= self.limit or not self._spent:
-                self._spent.append((now, weight))
-                self._total += weight
-                return waited
-            wait = 60.0 - (now - self._spent[0][0])
-            log.warning("REST weight budget spent (%d/%d per minute); waiting %.1fs", self._total, self.limit, wait)
-            self.sleep(wait)
-            waited += wait
-
-
-_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "hlbot",
-            "Connection": "keep-alive", "Accept-Encoding": "gzip, deflate"}
+    def take(self, weight: int) -> None:
+        now = self.clock()
+        while self._spent and now - self._spent[0][0] >= 60.0:
+            self._total -= self._spent.popleft()[1]
+        if self._total + weight > self.limit and self._spent:
+            wait_s = 60.0 - (now - self._spent[0][0])
+            raise RateLimited(wait_s, f"client-side weight budget spent ({self._total}/{self.limit} per "
+                                      f"minute); free again in {wait_s:.1f}s")
+        self._spent.append((now, weight))
+        self._total += weight
 
 
 def _session_for(base_url: str) -> requests.Session:
@@ -275,61 +314,74 @@ def _session_for(base_url: str) -> requests.Session:
     return session
 
 
-class HyperliquidRestClient:
-    """Typed access to `/info` and `/exchange`. No I/O in the constructor."""
+class Transport(Protocol):
+    def post(self, path: str, body: bytes, deadline_s: float | None = None) -> tuple[int, str | None, bytes]: ...
 
-    def __init__(self, base_url: str, session: requests.Session | None = None,
-                 timeout_s: tuple[float, float] = (3.05, 10.0), signer: L1Signer | None = None,
-                 order_line: bool = True,
+    def close(self) -> None: ...
+
+
+class HyperliquidRestClient:
+    """Typed access to `/info` and `/exchange`. No I/O in the constructor, no sleeping, no retries:
+    every call is one request within a total deadline, and the caller (the trading loop) decides
+    when to try again.
+
+    `info_deadline_s` / `exchange_deadline_s`: the most one call may take, connect to last byte.
+    `expires_after_s`: every signed action carries `expiresAfter` = now + this, so that once it
+    has passed an order the exchange never saw can no longer arrive (None: not sent)."""
+
+    def __init__(self, base_url: str, signer: L1Signer | None = None, *, session: requests.Session | None = None,
+                 connect_timeout_s: float = 3.05, info_deadline_s: float = 3.0, exchange_deadline_s: float = 5.0,
+                 expires_after_s: float | None = 5.0, order_line: bool = True,
                  nonce_clock: NonceClock | None = None, vault_address: str | None = None,
-                 expires_after_ms: int | None = None, max_info_retries: int = 3,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 rng: Callable[[], float] = random.random) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session or _session_for(self.base_url)
-        # Signed actions go over their own kept-alive http.client connection (HttpLine), verified
-        # against the CA bundle requests uses, unless a proxy is configured for this URL or
-        # verification is off (requests handles both), or the caller passes order_line=False
-        # (tests that mock requests with `responses`).
-        self.line: HttpLine | None = None
-        verify = self.session.verify
-        if order_line and verify is not False and not requests.utils.select_proxy(self.base_url, self.session.proxies):
-            bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
-            self.line = HttpLine(self.base_url, *timeout_s, ca_bundle=bundle)
-        self.timeout_s = timeout_s
+        self.info_line, self.exchange_line = self._transports(order_line, connect_timeout_s)
+        self.info_deadline_s = info_deadline_s
+        self.exchange_deadline_s = exchange_deadline_s
+        self.expires_after_ms = None if expires_after_s is None else int(expires_after_s * 1000)
         self.signer = signer
         self.nonces = nonce_clock or NonceClock()
         self.vault_address = vault_address
-        self.expires_after_ms = expires_after_ms
-        self.max_info_retries = max_info_retries
         self.clock = clock
-        self.sleep = sleep
-        self.rng = rng
-        self.budget = WeightBudget(WEIGHT_PER_MINUTE, clock, sleep)
+        self.wall_ms = wall_ms
+        self.budget = WeightBudget(WEIGHT_PER_MINUTE, clock)
         self._meta: Meta | None = None
+
+    def _transports(self, order_line: bool, connect_timeout_s: float) -> tuple[Transport, Transport]:
+        """One kept-alive http.client line each for /info and /exchange, verified against the CA
+        bundle requests uses; through `requests` instead when a proxy is configured for this URL,
+        verification is off, or the caller asks (`order_line=False`: tests mocking requests)."""
+        verify = self.session.verify
+        proxied = requests.utils.select_proxy(self.base_url, self.session.proxies)
+        if not order_line or verify is False or proxied:
+            line = RequestsLine(self.session, self.base_url, connect_timeout_s)
+            return line, line
+        bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
+        return (HttpLine(self.base_url, connect_timeout_s, connect_timeout_s, ca_bundle=bundle),
+                HttpLine(self.base_url, connect_timeout_s, connect_timeout_s, ca_bundle=bundle))
+
+    @property
+    def address(self) -> str | None:
+        return None if self.signer is None else self.signer.address
 
     def close(self) -> None:
         self.session.close()
-        if self.line is not None:
-            self.line.close()
+        self.info_line.close()
+        self.exchange_line.close()
 
     # ---- transport ----
 
-    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+    def _post(self, line: Transport, path: str, body: Mapping[str, Any], deadline_s: float) -> Any:
+        """One POST within `deadline_s`; the parsed JSON answer, or a typed error."""
         data = json.dumps(body, separators=(",", ":")).encode()
-        if self.line is not None and path == "/exchange":
-            try:
-                status, retry_after, raw = self.line.post(path, data)
-            except LineError as exc:
-                raise NetworkError(str(exc)) from exc
-        else:
-            status, retry_after, raw = self._requests_post(path, data)
+        try:
+            status, retry_after, raw = line.post(path, data, deadline_s)
+        except LineError as exc:
+            raise NetworkError(f"{path}: {exc}", sent=exc.sent) from exc
         if status == 429:
-            try:
-                wait_s = float(retry_after or "1")
-            except ValueError:
-                wait_s = 1.0
-            raise RateLimited(wait_s)
+            raise RateLimited(_retry_after_s(retry_after))
         if status >= 500:
             raise ServerError(status, raw.decode("utf-8", "replace"))
         if status >= 300:
@@ -337,58 +389,23 @@ class HyperliquidRestClient:
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise ServerError(status, "answer is not JSON") from exc
-
-    def _requests_post(self, path: str, data: bytes) -> tuple[int, str | None, bytes]:
-        # A request prepared by hand: Session.post's generic merging (cookies, auth, hooks, env)
-        # costs about 0.6 ms per call and we use none of it. Bytes, so that headers and body
-        # leave in one send.
-        prepared = requests.PreparedRequest()
-        prepared.method = "POST"
-        prepared.url = self.base_url + path
-        prepared.headers = CaseInsensitiveDict(_HEADERS)
-        prepared.headers["Content-Length"] = str(len(data))
-        prepared.body = data
-        prepared.hooks = {"response": []}
-        prepared._cookies = requests.cookies.RequestsCookieJar()  # requests reads it on a 3xx answer
-        try:
-            # No redirects: the API never sends one, and following it would re-POST a signed action.
-            resp = self.session.send(prepared, timeout=self.timeout_s, allow_redirects=False)
-        except requests.Timeout as exc:
-            raise NetworkError(f"{path}: timed out") from exc
-        except requests.ConnectionError as exc:
-            raise NetworkError(f"{path}: connection failed") from exc
-        except requests.RequestException as exc:
-            raise NetworkError(f"{path}: {type(exc).__name__}") from exc
-        return resp.status_code, resp.headers.get("Retry-After"), resp.content
+            raise MalformedAnswer(f"{path}: answer is not JSON ({raw[:80]!r})") from exc
 
     def info(self, body: Mapping[str, Any]) -> Any:
-        """POST /info with the weight budget and retries of retryable errors (backoff + jitter)."""
-        weight = 2 if body.get("type") in _INFO_WEIGHT_2 else 20
-        attempt = 0
-        while True:
-            self.budget.take(weight)
-            try:
-                return self._post("/info", body)
-            except HyperliquidError as exc:
-                attempt += 1
-                if not exc.retryable or attempt > self.max_info_retries:
-                    raise
-                delay = exc.retry_after_s if isinstance(exc, RateLimited) else min(8.0, 0.25 * 2 ** (attempt - 1))
-                delay *= 1 + 0.2 * self.rng()
-                log.warning("/info %s failed (%s); retry %d/%d in %.2fs", body.get("type"), exc, attempt,
-                            self.max_info_retries, delay)
-                self.sleep(delay)
+        """POST /info once, inside the weight budget and the info deadline."""
+        self.budget.take(2 if body.get("type") in _INFO_WEIGHT_2 else 20)
+        return self._post(self.info_line, "/info", body, self.info_deadline_s)
 
     # ---- /info ----
 
     def meta(self) -> Meta:
         if self._meta is None:
-            self._meta = parse_meta(self.info({"type": "meta"}))
+            self._meta = parsed(parse_meta, self.info({"type": "meta"}), "meta")
         return self._meta
 
     def all_mids(self) -> dict[str, Decimal]:
-        return {coin: Decimal(px) for coin, px in self.info({"type": "allMids"}).items()}
+        return parsed(lambda raw: {coin: Decimal(px) for coin, px in raw.items()},
+                      self.info({"type": "allMids"}), "allMids")
 
     def mid(self, coin: str) -> Decimal | None:
         return self.all_mids().get(coin)
@@ -397,52 +414,65 @@ class HyperliquidRestClient:
         return self.info({"type": "l2Book", "coin": coin})
 
     def candle_snapshot(self, coin: str, interval: str, start_ms: int, end_ms: int) -> list[Any]:
-        from strategies import parse_candle
         raw = self.info({"type": "candleSnapshot",
                          "req": {"coin": coin, "interval": interval, "startTime": start_ms, "endTime": end_ms}})
-        return [parse_candle(c) for c in raw]
+        return parsed(lambda items: [parse_candle(c) for c in items], raw, "candleSnapshot")
 
     def clearinghouse_state(self, user: str) -> AccountState:
-        return parse_account(self.info({"type": "clearinghouseState", "user": user}))
+        return parsed(parse_account, self.info({"type": "clearinghouseState", "user": user}), "clearinghouseState")
 
     def open_orders(self, user: str) -> list[OpenOrder]:
-        return [parse_open_order(o) for o in self.info({"type": "openOrders", "user": user})]
+        return parsed(lambda items: [parse_open_order(o) for o in items],
+                      self.info({"type": "openOrders", "user": user}), "openOrders")
 
     def user_fills(self, user: str) -> list[Fill]:
-        return [parse_fill(f) for f in self.info({"type": "userFills", "user": user})]
+        return parsed(lambda items: [parse_fill(f) for f in items],
+                      self.info({"type": "userFills", "user": user}), "userFills")
 
     def user_fills_by_time(self, user: str, start_ms: int, end_ms: int | None = None) -> list[Fill]:
         body: dict[str, Any] = {"type": "userFillsByTime", "user": user, "startTime": start_ms}
         if end_ms is not None:
             body["endTime"] = end_ms
-        return [parse_fill(f) for f in self.info(body)]
+        return parsed(lambda items: [parse_fill(f) for f in items], self.info(body), "userFillsByTime")
 
     def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult:
-        raw = self.info({"type": "orderStatus", "user": user, "oid": oid_or_cloid})
-        if raw.get("status") != "order":
-            return OrderStatusResult(str(raw.get("status", "unknownOid")), None)
-        order = raw["order"]
-        return OrderStatusResult(str(order.get("status")), order)
+        return parsed(parse_order_status, self.info({"type": "orderStatus", "user": user, "oid": oid_or_cloid}),
+                      "orderStatus")
 
     # ---- /exchange ----
 
-    def _exchange(self, action: dict[str, Any]) -> Any:
+    def _exchange(self, action: dict[str, Any], cloid: str | None = None) -> Any:
+        """Sign and send one action; return the answer's `response`.
+
+        Raises the "not executed" errors (NetworkError with sent=False, RequestRejected for the
+        exchange's whole-request `err`, RateLimited from the client-side budget, OrderRejected for
+        a single order's `err`) or ResultUnknown (OrderStatusUnknown when `cloid` is given) for
+        anything after which the action may have executed."""
         if self.signer is None:
             raise HyperliquidError("no signer: this client cannot send /exchange actions")
-        nonce = self.nonces.next()
-        expires = self.expires_after_ms
-        signature = self.signer.sign(action, nonce, self.vault_address, expires)
         self.budget.take(1 + len(action.get("orders", ())) // 40)
-        return self._post("/exchange", {"action": action, "nonce": nonce, "signature": signature,
-                                        "vaultAddress": self.vault_address, "expiresAfter": expires})
-
-    def _checked(self, answer: Any, cloid: str | None = None) -> Any:
-        if not isinstance(answer, Mapping) or answer.get("status") != "ok":
-            text = answer.get("response") if isinstance(answer, Mapping) else answer
+        nonce = self.nonces.next()
+        expires = None if self.expires_after_ms is None else self.wall_ms() + self.expires_after_ms
+        signature = self.signer.sign(action, nonce, self.vault_address, expires)
+        body = {"action": action, "nonce": nonce, "signature": signature, "vaultAddress": self.vault_address,
+                "expiresAfter": expires}
+        try:
+            answer = self._post(self.exchange_line, "/exchange", body, self.exchange_deadline_s)
+        except NetworkError as exc:
+            if not exc.sent:
+                raise
+            raise _unknown(cloid, expires, str(exc)) from exc
+        except RateLimited as exc:  # a 429 after the request left: refused, most likely; not known
+            raise _unknown(cloid, expires, str(exc), exc.retry_after_s) from exc
+        except HyperliquidError as exc:  # 5xx, another status, not JSON
+            raise _unknown(cloid, expires, str(exc)) from exc
+        if not isinstance(answer, Mapping) or answer.get("status") not in ("ok", "err"):
+            raise _unknown(cloid, expires, f"unexpected answer {str(answer)[:120]}")
+        if answer["status"] == "err":  # the whole request refused: nothing executed
             if cloid is not None:
-                raise OrderRejected(str(text), cloid)
-            raise RequestRejected(200, str(text))
-        return answer.get("response")
+                raise OrderRejected(str(answer.get("response")), cloid)
+            raise RequestRejected(200, str(answer.get("response")))
+        return answer.get("response"), expires
 
     def order_wire(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, order_type: dict[str, Any],
                    reduce_only: bool, cloid: str | None) -> dict[str, Any]:
@@ -459,47 +489,20 @@ class HyperliquidRestClient:
         return wire
 
     def bulk_orders(self, wires: list[dict[str, Any]], grouping: str = "na") -> list[OrderResult]:
-        """Send order wires; on a transport failure, look each up by cloid instead of re-sending."""
+        """Send order wires once. A lost or unreadable answer raises OrderStatusUnknown (for a
+        single order with a cloid; ResultUnknown otherwise): never re-sent here, the caller looks
+        the cloid up once the order's expiry has passed."""
         action = {"type": "order", "orders": wires, "grouping": grouping}
         cloids = [w.get("c") for w in wires]
-        sent_at = self.clock()
+        single = cloids[0] if len(cloids) == 1 else None
+        response, expires = self._exchange(action, single)
         try:
-            answer = self._exchange(action)
-        except NetworkError:
-            if len(wires) != 1 or cloids[0] is None:
-                raise
-            wait_s = LOST_ORDER_GRACE_S - (self.clock() - sent_at)
-            if wait_s > 0:
-                self.sleep(wait_s)
-            return [self._resolve_lost_order(action, cloids[0])]
-        response = self._checked(answer, cloids[0] if len(cloids) == 1 else None)
-        return parse_statuses(response["data"]["statuses"], cloids)
-
-    def _resolve_lost_order(self, action: dict[str, Any], cloid: str) -> OrderResult:
-        """The answer to an order was lost: ask the exchange by cloid; re-send only if it never saw it."""
-        if self.signer is None:
-            raise OrderStatusUnknown(cloid)
-        for attempt in range(3):
-            try:
-                status = self.order_status(self.signer.address, cloid)
-                break
-            except HyperliquidError:
-                self.sleep(0.2 * (attempt + 1))
-        else:
-            raise OrderStatusUnknown(cloid)
-        if status.status == "unknownOid":
-            log.warning("order %s: answer lost and the exchange never saw it; sending it once more", cloid)
-            response = self._checked(self._exchange(action), cloid)  # same cloid: a duplicate is refused
-            return parse_statuses(response["data"]["statuses"], [cloid])[0]
-        log.warning("order %s: answer lost; the exchange says %s", cloid, status.status)
-        order = (status.order or {}).get("order", {})
-        oid = order.get("oid")
-        if status.status == "filled":
-            size = _dec(order.get("origSz"))
-            return OrderResult("filled", oid, size, _dec(order.get("limitPx")), None, cloid)
-        if status.status in ("open", "triggered"):
-            return OrderResult("resting", oid, None, None, None, cloid)
-        return OrderResult("error", oid, None, None, status.status, cloid)
+            statuses = response["data"]["statuses"]
+            if not isinstance(statuses, list) or len(statuses) != len(wires):
+                raise ValueError(f"{len(wires)} orders, statuses {str(statuses)[:80]}")
+            return parse_statuses(statuses, cloids)
+        except _PARSE_ERRORS as exc:
+            raise _unknown(single, expires, f"unreadable order answer ({type(exc).__name__}: {exc})") from exc
 
     def place_order(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, tif: str = "Gtc",
                     reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]:
@@ -527,24 +530,40 @@ class HyperliquidRestClient:
 
     def cancel(self, coin: str, oid: int) -> bool:
         action = {"type": "cancel", "cancels": [{"a": self.meta().asset(coin).asset_id, "o": oid}]}
-        return self._cancel_result(self._checked(self._exchange(action)))
+        return self._cancel_result(*self._exchange(action))
 
     def cancel_by_cloid(self, coin: str, cloid: str) -> bool:
         action = {"type": "cancelByCloid", "cancels": [{"asset": self.meta().asset(coin).asset_id, "cloid": cloid}]}
-        return self._cancel_result(self._checked(self._exchange(action)))
+        return self._cancel_result(*self._exchange(action))
 
     @staticmethod
-    def _cancel_result(response: Any) -> bool:
-        statuses = response["data"]["statuses"]
-        return all(s == "success" for s in statuses)
+    def _cancel_result(response: Any, expires: int | None) -> bool:
+        try:
+            return all(s == "success" for s in response["data"]["statuses"])
+        except _PARSE_ERRORS as exc:
+            raise ResultUnknown(f"unreadable cancel answer ({type(exc).__name__})", expires) from exc
 
     def update_leverage(self, coin: str, leverage: int, is_cross: bool = True) -> None:
         action = {"type": "updateLeverage", "asset": self.meta().asset(coin).asset_id, "isCross": is_cross,
                   "leverage": leverage}
-        self._checked(self._exchange(action))
+        self._exchange(action)
 
     def schedule_cancel(self, time_ms: int | None) -> None:
         action: dict[str, Any] = {"type": "scheduleCancel"}
         if time_ms is not None:
             action["time"] = time_ms
-        self._checked(self._exchange(action))
+        self._exchange(action)
+
+
+def _retry_after_s(header: str | None) -> float:
+    try:
+        return max(0.0, float(header or "1"))
+    except ValueError:
+        return 1.0
+
+
+def _unknown(cloid: str | None, expires: int | None, why: str,
+             retry_after_s: float | None = None) -> ResultUnknown:
+    if cloid is not None:
+        return OrderStatusUnknown(cloid, expires, why, retry_after_s)
+    return ResultUnknown(f"action result unknown ({why})", expires, retry_after_s)

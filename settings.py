@@ -39,6 +39,9 @@ class ConfigError(ValueError):
 class ApiSettings:
     rest_url: str | None = None
     ws_url: str | None = None
+    exchange_timeout_s: float = 5.0   # the most one /exchange call may take, connect to last byte
+    info_timeout_s: float = 3.0       # the same for /info
+    order_expires_after_s: float = 5.0  # signed expiresAfter: later, the exchange refuses the action
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,9 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     "api": (ApiSettings, {
         "rest_url": text(optional=True, prefixes=("http://", "https://")),
         "ws_url": text(optional=True, prefixes=("ws://", "wss://")),
+        "exchange_timeout_s": number(0.5, 30, lo_open=False),
+        "info_timeout_s": number(0.5, 30, lo_open=False),
+        "order_expires_after_s": number(1, 60, lo_open=False),
     }),
     "websocket": (WebSocketSettings, {
         "enabled": boolean,

@@ -29,23 +29,39 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Literal, Mapping
 
+import hyperliquid_websocket as stream
+from hyperliquid_rest import HyperliquidError, OrderStatusUnknown, RateLimited
+from logsetup import RateLimitedLog
+from orders import InvalidTransition, OrderRecord
 from settings import ConfigError, Settings, load_private_key, load_settings, resolved_view, with_dry_run
+from signing import new_cloid
+from state_writer import StateWriter
+from unknown_orders import (Settlement, UnknownOrder, UnknownOrders, after_failure_s, after_wait_s,
+                            first_lookup_s, settle)
 
 log = logging.getLogger("bot")
 
 PRICE_LOG_EVERY_S = 5.0        # `📡 Real-time price update` at most this often
 HEALTH_PUBLISH_EVERY_S = 0.25  # how fresh the health snapshot is
 RECONCILE_EVERY_S = 60.0       # periodic check of the position against the exchange
-EXIT_RETRY_BASE_S = 0.5        # a rejected exit is retried with backoff from this delay
+EXIT_RETRY_BASE_S = 0.5        # a failed exit is retried with backoff from this delay...
+EXIT_RETRY_MAX_S = 2.0         # ...up to this: the exchange may be back any moment
+INFO_HOLD_MAX_S = 30.0         # a 429's Retry-After pauses /info calls (a timer) up to this long
+POSITION_CHECK_SPACING_S = 1.0  # position checks asked for by events run at most this often
+STATE_RETRY_EVERY_S = 1.0      # failed state writes are tried again this often
+WS_SUPERVISE_EVERY_S = 1.0     # how often the loop checks that the socket thread is alive
 ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
 ENTRY_COOLDOWN_S = 5.0         # no new entry this soon after a position closed (no churn)
 STEP_BATCH = 64               # events handled per loop turn before the timers run
 MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
 
 
-
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class NotSent(Exception):
+    """An order was not sent (nothing reached the exchange); the message says why."""
 
 
 @dataclass
@@ -67,7 +83,7 @@ class OpenPosition:
 class TradingBot:
     """The main loop and everything it decides. Built by `main()`; `run()` blocks until stopped."""
 
-    def __init__(self, settings: Settings, rest: Any, exchange: Any, store: Any, strategy: Any,
+    def __init__(self, settings: Settings, rest: Any, exchange: Any, store: StateWriter, strategy: Any,
                  exit_rules: Any, guard: Any, events: "queue.Queue[Any]", ws_client: Any,
                  address: str, stop_event: threading.Event,
                  clock: Callable[[], float] = time.monotonic,
@@ -106,6 +122,15 @@ class TradingBot:
         self.uncanceled: list[str] = []  # exchange-side orders whose cancel failed (main thread only)
         self.exit_cloid: str | None = None  # the next exit's cloid, already saved ("reserved")
         self.position_check_due: str | None = None  # why a position check is wanted at the next timer pass
+        self.next_position_check = 0.0
+        self.position_dirty = False  # the trailing high-water moved: saved by the timers, never before an exit
+        self.unknown = UnknownOrders()  # orders sent whose result is not known yet
+        self.info_hold_until = 0.0  # /info calls wait until then (a 429's Retry-After, as a timer)
+        self.handler_errors = 0  # events and timers that raised (logged; the loop went on)
+        self.ws_restarts = 0
+        self.next_ws_check = 0.0
+        self.next_state_retry = 0.0
+        self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self.last_entry_eval = 0.0
         self.last_closed_candles = 0
         self.last_price_log = 0.0
@@ -129,7 +154,8 @@ class TradingBot:
 
     def step(self, timeout_s: float | None = None) -> None:
         """One turn of the loop: wait for an event (blocking get), handle it and whatever else is
-        already queued (up to a batch), then run the timers once."""
+        already queued (up to a batch), then run the timers once. An event whose handler raises is
+        logged and counted; the loop goes on."""
         timeout = self._next_wait() if timeout_s is None else timeout_s
         if self.settings.websocket.enabled:
             events = self.events
@@ -137,21 +163,24 @@ class TradingBot:
                 event = events.get(timeout=timeout)
             except queue.Empty:
                 event = None
-            if event is not None:
-                self.handle(event)
-                for _ in range(STEP_BATCH - 1):  # a burst costs one timer pass, not one per event
-                    try:
-                        event = events.get_nowait()
-                    except queue.Empty:
-                        break
+            try:
+                if event is not None:
                     self.handle(event)
+                    for _ in range(STEP_BATCH - 1):  # a burst costs one timer pass, not one per event
+                        try:
+                            event = events.get_nowait()
+                        except queue.Empty:
+                            break
+                        self.handle(event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the loop
+                self._failed_in_loop(f"handling {type(event).__name__}", exc)
         else:
             self.stop_event.wait(timeout)
         self._timers()
 
     def handle(self, event: Any) -> None:
         """Dispatch one event from the socket thread (by exact type: this is the hot path)."""
-        import hyperliquid_websocket as _ev  # imported once; later calls hit sys.modules
+        _ev = stream
         kind = type(event)
         if kind is _ev.Trade:
             if event.coin == self.symbol:
@@ -191,30 +220,100 @@ class TradingBot:
         return wait
 
     def _timers(self) -> None:
+        """Everything that is due, each on its own: one that raises cannot starve the others."""
         now = self.clock()
+        for timer in (self._freshness_timer, self._exit_retry_timer, self._entry_timer, self._reserve_timer,
+                      self._lookup_timer, self._position_check_timer, self._state_timer, self._stream_timer,
+                      self._publish_timer):
+            try:
+                timer(now)
+            except Exception as exc:  # noqa: BLE001 - logged with its traceback, counted
+                self._failed_in_loop(timer.__name__, exc)
+
+    def _failed_in_loop(self, what: str, exc: Exception) -> None:
+        self.handler_errors += 1
+        suppressed = self._quiet.allow(f"{what}:{type(exc).__name__}")
+        if suppressed is not None:
+            log.error("%s failed (%s: %s); the loop goes on (%d errors so far%s)", what, type(exc).__name__, exc,
+                      self.handler_errors, f", {suppressed} like it not shown" if suppressed else "",
+                      exc_info=exc)
+
+    def _freshness_timer(self, now: float) -> None:
         ws = self.settings.websocket
         if ws.enabled and not self.fallback and now - self.last_market_data > ws.stale_after:
             self._enter_fallback(f"WebSocket starved for {ws.stale_after:.1f}s")
         if self.fallback and now >= self.next_poll:
             interval = ws.fallback_poll_interval if ws.enabled else self.settings.check_interval
             self.next_poll = now + interval
-            self._poll_rest_price()
+            self._poll_rest_price(now)
+
+    def _exit_retry_timer(self, now: float) -> None:
         if self.position is not None and self.next_exit_attempt and now >= self.next_exit_attempt \
                 and self.current_price is not None:
             self._check_exits(self.current_price)
+
+    def _entry_timer(self, now: float) -> None:
         if self.position is None and self.current_price is not None:
             self._maybe_enter(now)
-        if self.position is not None and self.exit_cloid is None:
+
+    def _reserve_timer(self, now: float) -> None:
+        if self.position is not None and self.exit_cloid is None and self.store.writable:
             self._reserve_exit_cloid()
-        if self.position_check_due is not None:
-            reason, self.position_check_due = self.position_check_due, None
-            self._reconcile_position(reason=reason)
+
+    def _position_check_timer(self, now: float) -> None:
         if now - self.last_reconcile >= RECONCILE_EVERY_S:
             self.last_reconcile = now
-            self._reconcile_position(reason="periodic check")
+            self._want_position_check("periodic check")
+        if self.position_check_due is None or now < self.next_position_check or self._info_held(now):
+            return
+        reason, self.position_check_due = self.position_check_due, None
+        self.next_position_check = now + POSITION_CHECK_SPACING_S
+        if not self._reconcile_position(reason=reason):
+            self.position_check_due = reason  # tried again after the spacing (or the 429 hold)
+
+    def _state_timer(self, now: float) -> None:
+        if self.position_dirty and self.position is not None:
+            self.position_dirty = False
+            self.store.save_position(self._position_record())  # a failure is kept and retried below
+        if self.store.pending and now >= self.next_state_retry:
+            self.next_state_retry = now + STATE_RETRY_EVERY_S
+            self.store.retry()
+
+    def _stream_timer(self, now: float) -> None:
+        """The socket thread must never be gone for good: a dead one is replaced."""
+        ws = self.ws
+        if ws is None or now < self.next_ws_check:
+            return
+        self.next_ws_check = now + WS_SUPERVISE_EVERY_S
+        if ws.thread_died() and not self.stop_event.is_set():
+            self.ws_restarts += 1
+            log.error("WebSocket thread is gone; starting a new one (restart %d)", self.ws_restarts)
+            self.ws = ws.restarted()
+            self.ws.start()
+
+    def _publish_timer(self, now: float) -> None:
         if now - self.last_publish >= HEALTH_PUBLISH_EVERY_S:
             self.last_publish = now
             self.publish_health()
+
+    def _want_position_check(self, reason: str) -> None:
+        """Ask the exchange for the position at the next timer pass (one check for a burst of causes)."""
+        if self.position_check_due is None:
+            self.position_check_due = reason
+
+    def _info_held(self, now: float) -> bool:
+        return now < self.info_hold_until
+
+    def _rest_failed(self, what: str, exc: HyperliquidError) -> None:
+        """Log a failed /info call (once a minute per kind); a 429 pauses /info calls, as a timer."""
+        extra = ""
+        if isinstance(exc, RateLimited):
+            hold_s = min(exc.retry_after_s, INFO_HOLD_MAX_S)
+            self.info_hold_until = max(self.info_hold_until, self.clock() + hold_s)
+            extra = f"; /info paused {hold_s:.1f}s (exits are not)"
+        suppressed = self._quiet.allow(f"rest:{what}")
+        if suppressed is not None:
+            log.warning("%s failed: %s%s%s", what, exc, extra, f" ({suppressed} more failures)" if suppressed else "")
 
     # ---- prices ----------------------------------------------------------------------------
 
@@ -233,12 +332,13 @@ class TradingBot:
         self.next_poll = self.clock()
         log.warning("%s; falling back to REST polling", why)
 
-    def _poll_rest_price(self) -> None:
-        from hyperliquid_rest import HyperliquidError
+    def _poll_rest_price(self, now: float) -> None:
+        if self._info_held(now):
+            return
         try:
             price = self.rest.mid(self.symbol)
         except HyperliquidError as exc:
-            log.warning("REST price poll failed: %s", exc)
+            self._rest_failed("REST price poll", exc)
             return
         if price is None:
             log.warning("REST price poll: no mid for %s", self.symbol)
@@ -264,6 +364,7 @@ class TradingBot:
     # ---- exits -----------------------------------------------------------------------------
 
     def _check_exits(self, price: Decimal) -> None:
+        """Move the trailing stop and decide; the high-water mark is saved by the timers, after."""
         from exits import PositionView
         pos = self.position
         assert pos is not None
@@ -273,7 +374,7 @@ class TradingBot:
             pos.trailing.update(price)
             high_water = pos.trailing.high_water
             if high_water != before:
-                self.store.save_position(self._position_record())
+                self.position_dirty = True
         if self.next_exit_attempt and self.clock() < self.next_exit_attempt:
             return
         view = PositionView(side=pos.side, entry_px=pos.entry_px, size=pos.size, high_water=high_water)
@@ -282,7 +383,6 @@ class TradingBot:
             self._exit(decision, price)
 
     def _exit(self, decision: Any, price: Decimal) -> None:
-        from hyperliquid_rest import HyperliquidError
         pos = self.position
         assert pos is not None
         self.guard.check_exit(self.now_ms())
@@ -291,6 +391,10 @@ class TradingBot:
         try:
             filled, avg_px = self._send_ioc(is_buy=pos.is_buy_to_close, size=pos.size, price=price,
                                             reduce_only=True, purpose="exit")
+        except OrderStatusUnknown as exc:
+            log.info(*signal)
+            self._exit_failed(f"result unknown: {exc}")
+            return
         except HyperliquidError as exc:
             log.info(*signal)
             self._exit_failed(str(exc))
@@ -304,7 +408,7 @@ class TradingBot:
         remaining = pos.size - filled
         if remaining > 0:
             pos.size = remaining
-            self.store.save_position(self._position_record())
+            self.position_dirty = True
             log.warning("exit partially filled: %s of %s at %s; the rest stays protected",
                         filled, filled + remaining, avg_px)
             return
@@ -318,15 +422,20 @@ class TradingBot:
             self._cancel_protective(self.position)
         self._drop_exit_reservation()  # not needed: the exchange's stop or a manual close came first
         self.position = None
+        self.position_dirty = False
         self.store.clear_position()
         self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
         self.next_exit_attempt = 0.0  # a backoff from this position must not mute the next one's stops
         self.exit_failures = 0
 
     def _exit_failed(self, why: str) -> None:
+        """Retry soon (the exchange may be back any moment) and ask the exchange where the position
+        stands: an exit with an unknown result, or one refused as reduce-only, may mean it is gone."""
         self.exit_failures += 1
-        delay = min(EXIT_RETRY_BASE_S * 2 ** (self.exit_failures - 1), 30.0)
+        delay = min(EXIT_RETRY_BASE_S * 2 ** (self.exit_failures - 1), EXIT_RETRY_MAX_S)
         self.next_exit_attempt = self.clock() + delay
+        self._want_position_check("exit failed")
+        self.next_position_check = 0.0  # at once, not after the spacing
         log.error("EXIT FAILED (%s), attempt %d; retrying in %.1fs; the exchange-side stop is the "
                   "backstop", why, self.exit_failures, delay)
 
@@ -335,6 +444,8 @@ class TradingBot:
     def _maybe_enter(self, now: float) -> None:
         if not self.entries_enabled or now < self.entry_blocked_until:
             return
+        if self.unknown.has("entry") or self.position_check_due is not None:
+            return  # an entry that may have filled, or a position not confirmed yet: wait for the exchange
         if self.uncanceled:
             self._cancel_cloids(list(self.uncanceled))
             if self.uncanceled:
@@ -353,7 +464,6 @@ class TradingBot:
 
     def _enter(self, side: Literal["long", "short"], price: Decimal) -> None:
         from exits import TrailingStop
-        from hyperliquid_rest import HyperliquidError
         from sizing import order_size
         trading = self.settings.trading
         try:
@@ -361,7 +471,7 @@ class TradingBot:
         except ValueError as exc:
             log.warning("entry skipped: %s", exc)
             return
-        refusal = self.guard.check_entry(Decimal(0), size * price, self.now_ms())
+        refusal = self.guard.check_entry(self.unknown.notional_usd("entry"), size * price, self.now_ms())
         if refusal:
             log.warning("entry refused by risk guard: %s", refusal)
             return
@@ -369,10 +479,15 @@ class TradingBot:
         try:
             filled, avg_px = self._send_ioc(is_buy=side == "long", size=size, price=price,
                                             reduce_only=False, purpose="entry")
-        except HyperliquidError as exc:
-            log.error("entry order failed: %s", exc)
+        except NotSent as exc:
+            log.error("entry not sent: %s", exc)
             return
-        self.guard.record_order(self.now_ms())
+        except OrderStatusUnknown as exc:
+            log.error("entry order: %s; no entry until the exchange says what became of it", exc)
+            return
+        except HyperliquidError as exc:
+            log.error("entry order not executed: %s", exc)
+            return
         if filled <= 0:
             log.warning("entry order not filled (IOC at %s)", price)
             return
@@ -391,17 +506,15 @@ class TradingBot:
     def _reserve_exit_cloid(self) -> None:
         """Save the next exit's cloid now, while nothing is urgent, so that the exit sends with no
         write first (~0.2 ms) and a crash right after it still leaves the cloid to look up."""
-        from orders import OrderRecord
-        from signing import new_cloid
         pos = self.position
         assert pos is not None
         record = OrderRecord.new(cloid=new_cloid(), coin=self.symbol, side="buy" if pos.is_buy_to_close else "sell",
                                  size=pos.size, limit_px=Decimal(0), reduce_only=True, purpose="exit",
                                  created_ms=self.now_ms(), status="reserved")
-        self.store.save_order(record)
-        self.exit_cloid = record.cloid
+        if self.store.save_order(record):
+            self.exit_cloid = record.cloid
 
-    def _retire_reserved(self, record: Any) -> None:
+    def _retire_reserved(self, record: OrderRecord) -> None:
         self.store.save_order(record.to("canceled", self.now_ms(), reason="reserved, not used"))
 
     def _drop_exit_reservation(self) -> None:
@@ -415,11 +528,12 @@ class TradingBot:
 
     def _send_ioc(self, is_buy: bool, size: Decimal, price: Decimal, reduce_only: bool,
                   purpose: str) -> tuple[Decimal, Decimal]:
-        """Send an IOC order whose cloid is saved first; return (filled size, average price).
-        An exit uses the cloid reserved for it (already saved); anything else saves one now."""
-        from hyperliquid_rest import HyperliquidError
-        from orders import OrderRecord
-        from signing import new_cloid
+        """Send an IOC order; return (filled size, average price) from the exchange's answer.
+
+        An entry's cloid is saved before sending (NotSent if the disk refuses); an exit never waits
+        on the disk: it uses the cloid reserved for it, or a fresh one saved after sending.
+        Raises OrderStatusUnknown (the order is then tracked until a lookup settles it) or another
+        HyperliquidError (not executed)."""
         cloid = self.exit_cloid if purpose == "exit" else None
         reserved = cloid is not None
         if cloid is None:
@@ -429,14 +543,18 @@ class TradingBot:
         record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if is_buy else "sell",
                                  size=size, limit_px=price, reduce_only=reduce_only, purpose=purpose,
                                  created_ms=self.now_ms(), status="reserved" if reserved else "pending")
-        if not reserved:
-            self.store.save_order(record)  # saved before sending: a crash now is looked up by cloid
+        if purpose == "entry":
+            if not self.store.save_order(record):  # saved before sending: a crash now is looked up by cloid
+                raise NotSent(f"its cloid could not be saved ({self.store.error})")
+            self.guard.record_order(self.now_ms())  # counts whatever the outcome
         try:
             results = self.exchange.market_order(self.symbol, is_buy, size, self.settings.trading.slippage_pct,
                                                  reference_px=price, reduce_only=reduce_only, cloid=cloid)
-        except HyperliquidError:
-            if reserved:  # result unknown, like a pending order at a crash: the real size and price
-                self.store.save_order(record.to("pending", self.now_ms()))
+        except OrderStatusUnknown as exc:
+            self._in_doubt(record, exc, size * price)
+            raise
+        except HyperliquidError as exc:
+            self.store.save_order(record.rejected(f"not executed: {exc}"[:300], self.now_ms()))
             raise
         result = results[0]
         if result.kind == "filled":
@@ -450,6 +568,79 @@ class TradingBot:
         log.warning("%s order %s: %s", purpose, result.kind, result.message)
         return Decimal(0), Decimal(0)
 
+    # ---- orders whose result is unknown ----------------------------------------------------
+
+    def _in_doubt(self, record: OrderRecord, exc: OrderStatusUnknown, notional_usd: Decimal) -> None:
+        """Track an order that may have filled until a lookup by cloid settles it; meanwhile no
+        entry goes out and the position is checked."""
+        self.store.save_order(record.to("unknown", self.now_ms(), reason=str(exc)[:300]))
+        self.unknown.add(UnknownOrder(
+            cloid=record.cloid, purpose=record.purpose, is_buy=record.side == "buy", size=record.size,
+            notional_usd=notional_usd, created_ms=record.created_ms, expires_after_ms=exc.expires_after_ms,
+            next_lookup_s=first_lookup_s(self.clock())))
+        self._want_position_check(f"{record.purpose} result unknown")
+
+    def _lookup_timer(self, now: float) -> None:
+        for order in self.unknown.due(now):
+            if self._info_held(now):
+                return
+            self._look_up(order, now)
+
+    def _look_up(self, order: UnknownOrder, now: float) -> None:
+        """Ask the exchange about one unknown order by cloid, and its fills when it says it has ended."""
+        try:
+            status = self.rest.order_status(self.address, order.cloid)
+            fills = [] if status.status in ("unknownOid", "open", "triggered") else self._fills_of(order, status.order)
+        except HyperliquidError as exc:
+            order.failures += 1
+            order.next_lookup_s = after_failure_s(order, now)
+            self._rest_failed(f"lookup of order {order.cloid}", exc)
+            return
+        order.lookups += 1
+        result = settle(order, status.status, fills, self.now_ms())
+        if result.verdict == "wait":
+            order.next_lookup_s = after_wait_s(order, now, self.now_ms())
+            return
+        self.unknown.remove(order.cloid)
+        self._settled(order, result)
+
+    def _fills_of(self, order: UnknownOrder, exchange_order: Mapping[str, Any] | None) -> list[tuple[Decimal, Decimal]]:
+        """(size, price) of the order's fills, from the exchange's fill list (journaled on the way)."""
+        oid = ((exchange_order or {}).get("order") or {}).get("oid")
+        fills = self.rest.user_fills_by_time(self.address, order.created_ms - 60_000)
+        mine = [f for f in fills if f.cloid == order.cloid or (oid is not None and f.oid == oid)]
+        for f in mine:
+            self._journal_fill(f)
+        return [(f.size, f.px) for f in mine]
+
+    def _settled(self, order: UnknownOrder, result: Settlement) -> None:
+        record = self.store.order(order.cloid)
+        now_ms = self.now_ms()
+        verdict = result.verdict
+        if verdict == "never_executed" and record is not None and record.status == "reserved":
+            self._retire_reserved(record)  # saved ahead of need and never sent
+            return
+        log.warning("%s order %s had an unknown result; the exchange says %s%s", order.purpose, order.cloid,
+                    result.exchange_status, f": filled {result.filled_size} at {result.avg_px}"
+                    if verdict == "executed" else " (it can no longer execute)" if verdict == "never_executed" else "")
+        if verdict in ("executed", "resting"):
+            self._want_position_check(f"{order.purpose} order {order.cloid} {verdict}")
+        if record is None:
+            return
+        try:
+            if verdict == "executed":
+                assert result.avg_px is not None
+                record = record.filled_by_result(result.filled_size, result.avg_px, now_ms)
+            elif verdict == "resting":
+                record = record.to("resting", now_ms)
+            elif verdict == "never_executed":
+                record = record.rejected("never reached the exchange", now_ms)
+            else:
+                record = record.to("canceled", now_ms, reason=result.exchange_status or "not filled")
+        except InvalidTransition:
+            return  # already settled another way (a fill on the stream, a start-up lookup)
+        self.store.save_order(record)
+
     def _journal_paper_fill(self, record: Any, result: Any) -> None:
         from paper import PaperExchange
         self.store.record_fill(tid=f"paper-{record.cloid}", coin=self.symbol, px=result.avg_px,
@@ -461,9 +652,7 @@ class TradingBot:
     def _place_protective(self, keep: tuple[str, ...] = ()) -> None:
         """Exchange-side SL/TP trigger orders: the backstop while the bot is down. `keep`: cloids
         of ours still resting; only the levels they do not cover are placed."""
-        from hyperliquid_rest import HyperliquidError
-        from orders import OrderRecord
-        from signing import new_cloid, round_price
+        from signing import round_price
         pos = self.position
         if pos is None or not self.settings.trading.exits_on_exchange or self.paper:
             return
@@ -510,7 +699,6 @@ class TradingBot:
     def _cancel_cloids(self, cloids: Iterable[str]) -> None:
         """Cancel our exchange-side orders; one that could not be canceled is retried before the
         next entry, which waits for it: a stale reduce-only stop would close the new position."""
-        from hyperliquid_rest import HyperliquidError
         for cloid in cloids:
             try:
                 canceled = self.exchange.cancel_by_cloid(self.symbol, cloid)
@@ -537,8 +725,6 @@ class TradingBot:
         the position's list of them leaves such an order behind (its cloid was saved before sending).
         Left alone it could close a later position at a stale level.
         """
-        from hyperliquid_rest import HyperliquidError
-        from orders import InvalidTransition
         if self.paper or not self.settings.trading.exits_on_exchange:
             return
         try:
@@ -581,7 +767,12 @@ class TradingBot:
         new = self.store.record_fill(tid=str(fill.tid), coin=fill.coin, px=fill.price, size=fill.size,
                                      side=fill.side, time_ms=fill.time_ms, oid=fill.oid, cloid=fill.cloid,
                                      fee=fill.fee, closed_pnl=fill.closed_pnl, paper=False)
-        if not new:
+        if new is False:
+            return  # journaled before (None: not written yet, but new to us)
+        if fill.cloid is not None and fill.cloid in self.unknown:
+            log.warning("fill of an order whose result was unknown (%s): %s %s at %s; checking the position",
+                        fill.cloid, fill.side, fill.size, fill.price)
+            self._want_position_check("fill of an order whose result was unknown")
             return
         record = self.store.order(fill.cloid) if fill.cloid else None
         if record is not None and record.purpose in ("sl", "tp") and not record.is_terminal:
@@ -595,7 +786,12 @@ class TradingBot:
         if record is None or stop_fill:
             what = "an order the bot did not send" if record is None else f"exchange-side {record.purpose}"
             log.warning("%s filled: %s %s at %s; reconciling", what, fill.side, fill.size, fill.price)
-            self.position_check_due = f"{what} filled"  # once after the batch, not once per fill
+            self._want_position_check(f"{what} filled")  # once after the batch, not once per fill
+        elif record.purpose in ("entry", "exit") and record.status != "filled":
+            # Our own order, filled, though we took it as not filled: believe the exchange.
+            log.warning("fill of our %s order %s, which we had as %s: %s %s at %s; checking the position",
+                        record.purpose, record.cloid, record.status, fill.side, fill.size, fill.price)
+            self._want_position_check(f"fill of our {record.purpose} order we had as {record.status}")
 
     def _on_order_update(self, update: Any) -> None:
         if update.cloid is None:
@@ -609,7 +805,7 @@ class TradingBot:
         if self.ws_connected_once and not self.paper:
             # orderUpdates/userEvents are not replayed on resubscribe: check over REST.
             self._reconcile_fills()
-            self._reconcile_position(reason="after reconnect")
+            self._want_position_check("after reconnect")
         self.ws_connected_once = True
 
     # ---- reconciliation --------------------------------------------------------------------
@@ -633,7 +829,8 @@ class TradingBot:
             return  # reserved cloids stay for a live start to look up: one may be a live exit's
         self._resolve_unknown_orders()
         self._reconcile_fills()
-        self._reconcile_position(reason="start-up")
+        if not self._reconcile_position(reason="start-up"):
+            self._want_position_check("start-up")  # the loop's timers try again
         self._check_protective_orders()
         pos = self.position
         # One line marking the end of start-up reconciliation (the crash test times stop coverage by it).
@@ -641,52 +838,60 @@ class TradingBot:
                  f"{pos.side} {pos.size} at {pos.entry_px}, exchange-side orders {list(pos.protective_cloids)}")
 
     def _resolve_unknown_orders(self) -> None:
-        """Orders saved but with no known result at a crash: look them up by cloid, never re-send."""
-        from hyperliquid_rest import HyperliquidError
-        for record in self.store.orders(statuses=("reserved", "pending", "submitted")):
-            try:
-                status = self.rest.order_status(self.address, record.cloid)
-            except HyperliquidError as exc:
-                log.warning("order %s: status lookup failed (%s); left for the next check", record.cloid, exc)
-                continue
-            if record.status == "reserved" and status.status == "unknownOid":
-                self._retire_reserved(record)  # saved ahead of need and never sent: nothing happened
-                continue
-            self.store.save_order(record.resolved_by_status(status.status, self.now_ms()))
-            log.warning("order %s (%s %s) had no result at the last stop; the exchange says %s",
-                        record.cloid, record.purpose, record.side, status.status)
+        """Orders saved with no known result at the last stop: looked up by cloid, never re-sent.
+        Those the exchange cannot settle yet stay in doubt; the loop's timers ask again."""
+        expiry_ms = int(self.settings.api.order_expires_after_s * 1000)
+        now, now_ms = self.clock(), self.now_ms()
+        for record in self.store.orders(statuses=("reserved", "pending", "submitted", "unknown")):
+            # A pending record is saved just before its order is sent, so its order expires by
+            # created + expiry. A reserved cloid may have been sent any time up to the last stop:
+            # only now + expiry bounds that.
+            sent_by_ms = now_ms if record.status == "reserved" else record.created_ms
+            order = UnknownOrder(cloid=record.cloid, purpose=record.purpose, is_buy=record.side == "buy",
+                                 size=record.size, notional_usd=record.size * record.limit_px,
+                                 created_ms=record.created_ms, expires_after_ms=sent_by_ms + expiry_ms,
+                                 next_lookup_s=now)
+            self.unknown.add(order)
+            if record.status != "reserved":
+                log.warning("order %s (%s %s) had no result at the last stop; asking the exchange",
+                            record.cloid, record.purpose, record.side)
+            self._look_up(order, now)
 
-    def _reconcile_fills(self) -> None:
-        from hyperliquid_rest import HyperliquidError
+    def _reconcile_fills(self) -> bool:
+        """Journal the fills the stream may have missed (since the newest journaled one)."""
+        if self._info_held(self.clock()):
+            return False
         since = self.store.last_fill_time_ms()
         start = since if since is not None else self.now_ms() - 24 * 3600 * 1000
         try:
             fills = self.rest.user_fills_by_time(self.address, start)
         except HyperliquidError as exc:
-            log.warning("fill reconciliation failed: %s", exc)
-            return
-        added = 0
-        for f in fills:
-            if f.coin != self.symbol:
-                continue
-            if self.store.record_fill(tid=f.dedupe_key, coin=f.coin, px=f.px, size=f.size, side=f.side,
-                                      time_ms=f.time_ms, oid=f.oid, cloid=f.cloid, fee=f.fee,
-                                      closed_pnl=f.closed_pnl, paper=False):
-                added += 1
+            self._rest_failed("fill reconciliation", exc)
+            return False
+        added = sum(1 for f in fills if f.coin == self.symbol and self._journal_fill(f))
         if added:
             log.info("reconciled %d fill(s) the stream had not delivered", added)
+        return True
 
-    def _reconcile_position(self, reason: str) -> None:
-        """Adopt the exchange's position for our symbol, logging any difference."""
+    def _journal_fill(self, f: Any) -> bool:
+        """Journal a fill fetched over REST; True when it was new."""
+        return self.store.record_fill(tid=f.dedupe_key, coin=f.coin, px=f.px, size=f.size, side=f.side,
+                                      time_ms=f.time_ms, oid=f.oid, cloid=f.cloid, fee=f.fee,
+                                      closed_pnl=f.closed_pnl, paper=False) is not False
+
+    def _reconcile_position(self, reason: str) -> bool:
+        """Adopt the exchange's position for our symbol, logging any difference. False: the
+        exchange could not be asked."""
         from exits import TrailingStop
-        from hyperliquid_rest import HyperliquidError
         if self.paper:
-            return
+            return True
+        if self._info_held(self.clock()):
+            return False
         try:
             state = self.rest.clearinghouse_state(self.address)
         except HyperliquidError as exc:
-            log.warning("position check (%s) failed: %s", reason, exc)
-            return
+            self._rest_failed(f"position check ({reason})", exc)
+            return False
         ours = next((p for p in state.positions if p.coin == self.symbol and p.size != 0), None)
         pos = self.position
         if ours is None:
@@ -695,11 +900,11 @@ class TradingBot:
                             "outside the bot (exchange-side stop?); adopting flat", reason, self.symbol,
                             pos.side, pos.size)
                 self._closed()
-            return
+            return True
         side: Literal["long", "short"] = "long" if ours.size > 0 else "short"
         size = abs(ours.size)
         if pos is not None and pos.side == side and pos.size == size:
-            return
+            return True
         trading = self.settings.trading
         high_water = pos.trailing.high_water if pos is not None and pos.trailing is not None \
             and pos.side == side else None
@@ -718,6 +923,7 @@ class TradingBot:
             # one would be partly unprotected. Replaced, the new ones first (all are reduce-only).
             self._cancel_protective(pos)
         self.store.save_position(self._position_record())
+        return True
 
     # ---- persistence and health ------------------------------------------------------------
 
@@ -730,43 +936,53 @@ class TradingBot:
                              opened_ms=pos.opened_ms, protective_cloids=pos.protective_cloids)
 
     def publish_health(self) -> None:
+        """Publish what /health needs as an immutable snapshot with monotonic stamps, not ages:
+        the health thread computes ages when asked, so a stalled loop shows (health.render)."""
         now = self.clock()
         stats = self.ws.stats() if self.ws is not None else None
-        ws_ok = stats is not None and stats.connected
-        price_age = round(now - self.price_at, 3) if self.current_price is not None else None
-        fresh_limit = (self.settings.websocket.stale_after + self.settings.websocket.fallback_poll_interval * 2
-                       if self.settings.websocket.enabled else self.settings.check_interval * 2)
-        healthy = self.current_price is not None and price_age is not None and price_age <= fresh_limit
+        ws = self.settings.websocket
+        fresh_limit = ws.stale_after + ws.fallback_poll_interval * 2 if ws.enabled else self.settings.check_interval * 2
         pos = self.position
         snapshot = {
-            "status": "ok" if healthy else "degraded",
-            "uptime_s": round(now - self.started, 1),
+            "published_at_s": now,
+            "started_at_s": self.started,
             "symbol": self.symbol,
             "current_price": float(self.current_price) if self.current_price is not None else None,
             "price_source": "rest" if self.price_source == "rest" else "websocket",
-            "price_age_s": price_age,
+            "price_at_s": self.price_at if self.current_price is not None else None,
+            "price_fresh_limit_s": fresh_limit,
             "mode": self.mode,
             "dry_run": self.paper,
-            "websocket": {
-                "enabled": self.settings.websocket.enabled,
-                "connected": ws_ok,
-                "subscriptions": stats.subscriptions_confirmed if stats else 0,
-                "last_message_age_s": round(stats.last_message_age_s, 3)
-                if stats and stats.last_message_age_s is not None else None,
-                "reconnects": stats.reconnects if stats else 0,
-                "fallback": self.fallback and self.settings.websocket.enabled,
-                "dropped_market_data": stats.dropped_market_data if stats else 0,
-                "parse_errors": stats.parse_errors_total if stats else 0,
-                "queue_depth": self.events.qsize(),
-            },
+            "websocket": self._stream_health(stats, now),
             "position": None if pos is None else {
                 "side": pos.side, "size": float(pos.size), "entry_px": float(pos.entry_px),
                 "high_water": float(pos.trailing.high_water) if pos.trailing and pos.trailing.high_water else None,
             },
+            "exit_failures": self.exit_failures,
+            "state_writable": self.store.writable,
+            "state_error": self.store.error,
+            "handler_errors": self.handler_errors,
+            "unknown_orders": len(self.unknown),
             "trades_seen": self.trades_seen,
             "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
         self._snapshot = MappingProxyType(snapshot)
+
+    def _stream_health(self, stats: Any, now: float) -> dict[str, Any]:
+        age_s = stats.last_message_age_s if stats is not None else None
+        return {
+            "enabled": self.settings.websocket.enabled,
+            "connected": stats is not None and stats.connected,
+            "subscriptions": stats.subscriptions_confirmed if stats else 0,
+            "last_message_at_s": None if age_s is None else now - age_s,
+            "reconnects": stats.reconnects if stats else 0,
+            "fallback": self.fallback and self.settings.websocket.enabled,
+            "dropped_market_data": stats.dropped_market_data if stats else 0,
+            "parse_errors": stats.parse_errors_total if stats else 0,
+            "queue_depth": self.events.qsize(),
+            "internal_errors": getattr(stats, "internal_errors", 0),
+            "thread_restarts": self.ws_restarts,
+        }
 
     def health_snapshot(self) -> Mapping[str, Any]:
         """Called from the health thread: returns the last published immutable snapshot."""
@@ -775,7 +991,7 @@ class TradingBot:
     def shutdown(self) -> None:
         """After the loop: save the position, journal fills already received (market data is
         dropped; no order goes out now), publish a last health snapshot."""
-        import hyperliquid_websocket as _ev
+        _ev = stream
         if self.position is not None:
             self.store.save_position(self._position_record())
         journaled = 0
@@ -792,6 +1008,10 @@ class TradingBot:
             log.error("stopping: journaling queued fills failed (%s); the next start fetches them", exc)
         if journaled:
             log.info("stopping: %d queued fill(s) journaled; the next start checks the position", journaled)
+        self.store.retry()
+        if self.store.pending:
+            log.error("stopping: %d state write(s) could not be saved (%s); the next start reconciles with "
+                      "the exchange", self.store.pending, self.store.error)
         self.publish_health()
 
 
@@ -849,7 +1069,12 @@ def print_report(settings: Settings) -> int:
 def run_bot(settings: Settings, key: bytes | None) -> int:
     from state import InstanceLock, StateError, StateStore
     lock = InstanceLock(settings.state.path + ".lock")
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except OSError as exc:
+        log.error("state: cannot create the instance lock %s (%s)", lock.path, exc.strerror or exc)
+        return 2
+    if not acquired:
         log.info("another instance is running (pid %s); exiting", lock.holder_pid())
         return 0
     stop_event = threading.Event()
@@ -896,7 +1121,7 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
     import secrets
 
     from exits import ExitRules
-    from hyperliquid_rest import HyperliquidError, HyperliquidRestClient
+    from hyperliquid_rest import HyperliquidRestClient
     from hyperliquid_websocket import HyperliquidWebSocketClient
     from paper import PaperExchange
     from signing import L1Signer
@@ -928,17 +1153,20 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
     if settings.live_trading:
         log.warning("LIVE TRADING ON MAINNET: orders use real money")
 
-    rest = HyperliquidRestClient(rest_url, signer=signer)
+    api = settings.api
+    rest = HyperliquidRestClient(rest_url, signer=signer, info_deadline_s=api.info_timeout_s,
+                                 exchange_deadline_s=api.exchange_timeout_s,
+                                 expires_after_s=api.order_expires_after_s)
     cleanup.append(rest.close)
     try:
-        meta = rest.meta()
+        meta = _at_start(rest.meta, stop_event)
         meta.asset(settings.symbol)
     except HyperliquidError as exc:
         raise StartError(1, f"cannot reach the exchange at {rest_url}: {exc}") from exc
     except KeyError:
         raise StartError(2, f"symbol {settings.symbol} is not listed on {settings.network}") from None
     try:
-        account = rest.clearinghouse_state(signer.address)
+        account = _at_start(lambda: rest.clearinghouse_state(signer.address), stop_event)
         log.info("account value %s USDC, %d open position(s)", account.account_value, len(account.positions))
     except HyperliquidError as exc:
         raise StartError(1, f"cannot read the account at {rest_url}: {exc}") from exc
@@ -948,7 +1176,7 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
         exchange = rest
         try:
             rest.update_leverage(settings.symbol, settings.trading.leverage, is_cross=True)
-        except HyperliquidError as exc:
+        except HyperliquidError as exc:  # unknown or refused: not trading on a leverage we cannot vouch for
             raise StartError(1, f"could not set leverage: {exc}") from exc
         log.info("leverage set to %dx cross on %s", settings.trading.leverage, settings.symbol)
     try:
@@ -973,10 +1201,11 @@ def build_bot(settings: Settings, key: bytes | None, store: Any, stop_event: thr
             max_reconnect_attempts=ws.max_reconnect_attempts, ping_interval_s=ws.ping_interval,
             pong_timeout_s=ws.pong_timeout, data_timeout_s=ws.data_timeout,
             subscribe_timeout_s=ws.subscribe_timeout)
-        cleanup.append(ws_client.stop)
 
-    bot = TradingBot(settings, rest, exchange, store, strategy, exit_rules, guard, events, ws_client,
+    bot = TradingBot(settings, rest, exchange, StateWriter(store), strategy, exit_rules, guard, events, ws_client,
                      signer.address, stop_event)
+    if ws_client is not None:
+        cleanup.append(lambda: bot.ws.stop())  # the socket thread the loop has now (it may have replaced it)
     _warm_up(bot, rest, settings)
     bot.reconcile_at_start()
     # Start-up objects (modules, meta, candle history) live for the whole run: out of the
@@ -1015,8 +1244,27 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
     return 0
 
 
+START_TRIES = 3
+START_RETRY_MAX_S = 2.0  # start-up waits at most this between tries (a 429's Retry-After included)
+
+
+def _at_start(call: Callable[[], Any], stop_event: threading.Event) -> Any:
+    """A start-up query, tried up to START_TRIES times on retryable errors with short waits
+    (before the loop runs; a signal cuts the wait short). Raises the last error."""
+    for attempt in range(1, START_TRIES + 1):
+        try:
+            return call()
+        except HyperliquidError as exc:
+            if not exc.retryable or attempt == START_TRIES:
+                raise
+            wait_s = min(getattr(exc, "retry_after_s", 0.5 * attempt), START_RETRY_MAX_S)
+            log.warning("start-up query failed (%s); trying again in %.1fs", exc, wait_s)
+            if stop_event.wait(wait_s):
+                raise
+    raise AssertionError("unreachable")
+
+
 def _warm_up(bot: TradingBot, rest: Any, settings: Settings) -> None:
-    from hyperliquid_rest import HyperliquidError
     from strategies import interval_ms
     step = interval_ms(settings.strategy.candle_interval)
     end = wall_ms()

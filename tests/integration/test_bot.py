@@ -211,7 +211,8 @@ def test_stop_saves_the_position_even_when_journaling_queued_fills_fails(
         h.bot.shutdown()  # no exception: it runs in a `finally` and must not hide why the loop ended
         saved = h.store.load_position()
         assert saved is not None and saved.size == h.bot.position.size
-        assert "journaling queued fills failed (database or disk is full)" in caplog.text
+        assert "not writable: journaling a fill failed (OperationalError: database or disk is full)" in caplog.text
+        assert "state write(s) could not be saved" in caplog.text  # kept in memory until then
     finally:
         h.close()
 

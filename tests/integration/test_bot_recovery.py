@@ -330,7 +330,8 @@ def test_exit_with_unknown_result_keeps_its_record_and_the_retry_gets_a_new_cloi
         sim.set_price("BTC", "49400")
         wait_until(lambda: market_order.calls == 1, 5, h.step)
         lost = h.store.order(first)
-        assert lost.status == "pending" and lost.limit_px == D("49400")  # the next start looks it up
+        assert lost.status == "unknown" and lost.limit_px == D("49400")  # looked up by cloid (now, or at the next start)
+        assert first in h.bot.unknown
         market_order.fail_with = None
         wait_until(lambda: h.bot.position is None, 5, h.step)
         retry = ioc_orders(sim, reduce_only=True)
@@ -353,13 +354,17 @@ def test_restart_resolves_a_reserved_exit_cloid(sim: SimServer, tmp_path: Path, 
                                     reduce_only=True, cloid=reserved)
         caplog.clear()
         h.bot.reconcile_at_start()  # what the next start runs on this state file
-        record = h.store.order(reserved)
         if sent:
+            record = h.store.order(reserved)
             assert record.status == "filled" and h.bot.position is None
-            assert "had no result at the last stop; the exchange says filled" in caplog.text
+            assert f"exit order {reserved} had an unknown result; the exchange says filled" in caplog.text
         else:
-            assert record.status == "canceled" and record.reason == "reserved, not used"
-            assert "had no result" not in caplog.text  # not an incident: nothing was sent
+            # Never seen by the exchange: retired once an exit sent just before the last stop
+            # could no longer execute (its expiresAfter), without an incident line.
+            assert h.store.order(reserved).status == "reserved" and reserved in h.bot.unknown
+            wait_until(lambda: h.store.order(reserved).status == "canceled", 10, h.step)
+            assert h.store.order(reserved).reason == "reserved, not used"
+            assert "unknown result" not in caplog.text
             assert h.bot.position is not None
     finally:
         h.close()

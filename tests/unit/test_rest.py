@@ -1,5 +1,7 @@
 """REST client: every endpoint and error path with `responses`; order wires and signatures
-against the official SDK; the never-re-send-blindly rule; recorded real payloads parse."""
+against the official SDK; the three outcomes of an action (done, not executed, unknown) and the
+never-re-send rule; no sleeping and no retries inside the client; malformed bodies typed;
+recorded real payloads parse."""
 from __future__ import annotations
 
 import json
@@ -14,9 +16,10 @@ from hyperliquid.utils import signing as sdk
 from hyperliquid.utils.types import Cloid
 from hypothesis import given, settings, strategies as st
 
-from hyperliquid_rest import (LOST_ORDER_GRACE_S, HyperliquidRestClient, NetworkError, OrderRejected, OrderStatusUnknown, RateLimited,
-                              RequestRejected, ServerError, WeightBudget, parse_account, parse_fill,
-                              parse_open_order)
+from http_line import HttpLine, RequestsLine
+from hyperliquid_rest import (HyperliquidRestClient, MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown,
+                              RateLimited, RequestRejected, ResultUnknown, ServerError, WeightBudget, parse_account,
+                              parse_fill, parse_open_order)
 from signing import L1Signer, NonceClock, sign_l1_action
 
 URL = "http://127.0.0.1:9"
@@ -26,25 +29,23 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rest"  # copies o
 KEY = bytes.fromhex("0123456789abcdef" * 4)
 
 
+WALL_MS = 1_700_000_000_000
+
+
 class FakeTime:
     def __init__(self) -> None:
         self.now = 1000.0
-        self.slept: list[float] = []
 
     def clock(self) -> float:
         return self.now
-
-    def sleep(self, s: float) -> None:
-        self.slept.append(s)
-        self.now += s
 
 
 def client(ft: FakeTime | None = None, **kw) -> HyperliquidRestClient:
     """/exchange through requests too, so that `responses` sees it (tests/integration/test_http_line.py
     runs the same status table over the http.client line the bot uses)."""
     ft = ft or FakeTime()
-    return HyperliquidRestClient(URL, signer=L1Signer(KEY, is_mainnet=False), nonce_clock=NonceClock(lambda: 1_700_000_000_000),
-                                 clock=ft.clock, sleep=ft.sleep, rng=lambda: 0.0, order_line=False, **kw)
+    return HyperliquidRestClient(URL, signer=L1Signer(KEY, is_mainnet=False), nonce_clock=NonceClock(lambda: WALL_MS),
+                                 clock=ft.clock, wall_ms=lambda: WALL_MS, order_line=False, **kw)
 
 
 def info_bodies(rsps: responses.RequestsMock) -> list[dict]:
@@ -65,42 +66,56 @@ def test_meta_cached_and_mids_typed() -> None:
     assert [b["type"] for b in info_bodies(responses.mock)] == ["meta", "allMids"]
 
 
-@pytest.mark.parametrize("kwargs,expected,retry_waits", [
-    ({"status": 429, "headers": {"Retry-After": "3"}}, RateLimited, [3.0, 3.0, 3.0]),
-    ({"status": 429}, RateLimited, [1.0, 1.0, 1.0]),
-    ({"status": 502, "body": "bad gateway"}, ServerError, [0.25, 0.5, 1.0]),
-    ({"body": requests.ConnectTimeout()}, NetworkError, [0.25, 0.5, 1.0]),
-    ({"body": requests.ConnectionError()}, NetworkError, [0.25, 0.5, 1.0]),
-    ({"status": 422, "body": "Failed to deserialize the JSON body"}, RequestRejected, []),
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"status": 429, "headers": {"Retry-After": "100"}}, RateLimited),
+    ({"status": 502, "body": "bad gateway"}, ServerError),
+    ({"body": requests.ConnectTimeout()}, NetworkError),
+    ({"body": requests.ConnectionError()}, NetworkError),
+    ({"body": "<html>oops"}, MalformedAnswer),
+    ({"status": 422, "body": "Failed to deserialize the JSON body"}, RequestRejected),
 ])
 @responses.activate
-def test_info_errors_typed_and_retried_with_backoff(kwargs: dict, expected: type, retry_waits: list) -> None:
+def test_info_errors_typed_one_request_no_retry(kwargs: dict, expected: type) -> None:
+    # The client never sleeps or retries: the trading loop decides when to ask again (a timer).
     responses.post(URL + "/info", **kwargs)
-    ft = FakeTime()
-    with pytest.raises(expected):
-        client(ft).all_mids()
-    assert ft.slept == retry_waits
-    assert len(responses.calls) == len(retry_waits) + 1
+    with pytest.raises(expected) as err:
+        client().all_mids()
+    assert len(responses.calls) == 1
+    if expected is RateLimited:
+        assert err.value.retry_after_s == 100.0
 
 
+@pytest.mark.parametrize("method,args,body", [
+    ("clearinghouse_state", ("0x1",), {"assetPositions": [{"position": {"coin": "BTC", "szi": "abc"}}]}),
+    ("clearinghouse_state", ("0x1",), {"assetPositions": [{"oops": 1}]}),
+    ("clearinghouse_state", ("0x1",), ["not", "a", "dict"]),
+    ("open_orders", ("0x1",), [{"coin": "BTC", "side": "X", "limitPx": "1", "sz": "1", "oid": 1}]),
+    ("user_fills_by_time", ("0x1", 0), [{"coin": "BTC"}]),
+    ("user_fills", ("0x1",), {"not": "a list"}),
+    ("order_status", ("0x1", 5), {"status": "order"}),
+    ("all_mids", (), {"BTC": "NaN?"}),
+    ("all_mids", (), [1, 2]),
+    ("candle_snapshot", ("BTC", "1m", 0, 1), [{"t": 1}]),
+    ("meta", (), {"universe": [{"name": "BTC"}]}),
+])
 @responses.activate
-def test_info_recovers_after_transient_errors() -> None:
-    responses.post(URL + "/info", status=500)
-    responses.post(URL + "/info", status=429, headers={"Retry-After": "2"})
-    responses.post(URL + "/info", json={"BTC": "1"})
-    ft = FakeTime()
-    assert client(ft).all_mids() == {"BTC": D("1")}
-    assert ft.slept == [0.25, 2.0]
+def test_malformed_bodies_raise_typed_errors(method: str, args: tuple, body: object) -> None:
+    # Callers catch HyperliquidError: a KeyError or InvalidOperation from a parser would end the loop.
+    responses.post(URL + "/info", json=body)
+    with pytest.raises(MalformedAnswer):
+        getattr(client(), method)(*args)
 
 
-def test_weight_budget_waits_instead_of_exceeding() -> None:
+def test_weight_budget_refuses_instead_of_waiting() -> None:
     ft = FakeTime()
-    budget = WeightBudget(100, ft.clock, ft.sleep)
+    budget = WeightBudget(100, ft.clock)
     for _ in range(5):
         budget.take(20)
-    assert ft.slept == []
+    with pytest.raises(RateLimited) as err:
+        budget.take(20)
+    assert err.value.retry_after_s == 60.0
+    ft.now += 60.0
     budget.take(20)
-    assert ft.slept == [60.0]
 
 
 def _ok_statuses(*statuses: object) -> dict:
@@ -142,59 +157,60 @@ def test_bad_tick_or_lot_refused_before_sending() -> None:
         c.place_order("BTC", True, D("0.0000001"), D("50000"))
 
 
+@pytest.mark.parametrize("answer", [
+    {"status": 502, "body": "<html>bad gateway</html>"},
+    {"status": 500},
+    {"status": 429, "headers": {"Retry-After": "100"}},
+    {"status": 400, "body": "bad request"},
+    {"body": "<html>oops"},
+    {"body": '{"status": "ok", "resp'},
+    {"json": {"status": "ok", "response": {"type": "order"}}},
+    {"json": {"status": "ok", "response": {"type": "order", "data": {"statuses": "x"}}}},
+    {"json": {"weird": True}},
+    {"body": requests.ReadTimeout()},
+    {"body": requests.ConnectionError("Connection aborted: reset by peer")},
+])
 @responses.activate
-def test_lost_answer_filled_is_not_resent() -> None:
+def test_order_answers_that_are_not_an_answer_mean_unknown_never_failed(answer: dict) -> None:
+    # The order may have executed: the caller must look it up, never treat it as failed and re-send.
     responses.post(URL + "/info", json=META)
-    responses.post(URL + "/exchange", body=requests.ReadTimeout())
-    responses.post(URL + "/info", json={"status": "order", "order": {"order": {"oid": 5, "origSz": "0.001",
-                                                                               "limitPx": "50000"},
-                                                                     "status": "filled", "statusTimestamp": 1}})
-    ft = FakeTime()
-    result = client(ft).place_order("BTC", True, D("0.001"), D("50000"), cloid="0x" + "2" * 32)[0]
-    assert result.kind == "filled" and result.oid == 5
-    assert len(exchange_bodies(responses.mock)) == 1
-    assert info_bodies(responses.mock)[-1]["oid"] == "0x" + "2" * 32
-    assert ft.slept == [LOST_ORDER_GRACE_S]  # asked only once an order that arrived would be processed
-
-
-@responses.activate
-def test_lost_answer_asked_at_once_when_the_grace_already_passed() -> None:
-    ft = FakeTime()
-    responses.post(URL + "/info", json=META)
-
-    def slow_timeout(request: requests.PreparedRequest) -> tuple:
-        ft.now += 10.0  # the read timeout took 10 s: the order had all that time to arrive
-        raise requests.ReadTimeout()
-    responses.add_callback(responses.POST, URL + "/exchange", callback=slow_timeout)
-    responses.post(URL + "/info", json={"status": "order", "order": {"order": {"oid": 6, "origSz": "0.001",
-                                                                               "limitPx": "50000"},
-                                                                     "status": "filled", "statusTimestamp": 1}})
-    assert client(ft).place_order("BTC", True, D("0.001"), D("50000"), cloid="0x" + "5" * 32)[0].oid == 6
-    assert ft.slept == []
+    responses.post(URL + "/exchange", **answer)
+    cloid = "0x" + "2" * 32
+    with pytest.raises(OrderStatusUnknown) as err:
+        client(expires_after_s=4.0).place_order("BTC", True, D("0.001"), D("50000"), cloid=cloid)
+    assert err.value.cloid == cloid and err.value.expires_after_ms == WALL_MS + 4000
+    assert len(exchange_bodies(responses.mock)) == 1  # sent once, never again here
+    if answer.get("status") == 429:
+        assert err.value.retry_after_s == 100.0
 
 
 @responses.activate
-def test_lost_answer_unknown_is_resent_once_with_same_cloid() -> None:
+def test_connect_failure_means_not_executed() -> None:
     responses.post(URL + "/info", json=META)
-    responses.post(URL + "/exchange", body=requests.ConnectionError())
-    responses.post(URL + "/info", json={"status": "unknownOid"})
+    responses.post(URL + "/exchange", body=requests.ConnectTimeout())
+    with pytest.raises(NetworkError) as err:
+        client().place_order("BTC", True, D("0.001"), D("50000"), cloid="0x" + "3" * 32)
+    assert err.value.sent is False and not isinstance(err.value, ResultUnknown)
+
+
+@responses.activate
+def test_every_action_is_signed_with_expires_after() -> None:
+    responses.post(URL + "/info", json=META)
     responses.post(URL + "/exchange", json=_ok_statuses({"resting": {"oid": 9}}))
-    ft = FakeTime()
-    result = client(ft).place_order("BTC", True, D("0.001"), D("40000"), cloid="0x" + "3" * 32)[0]
-    sent = exchange_bodies(responses.mock)
-    assert result.kind == "resting" and len(sent) == 2
-    assert ft.slept == [LOST_ORDER_GRACE_S]  # "never saw it" is believed only after the grace
-    assert sent[0]["action"] == sent[1]["action"] and sent[1]["nonce"] > sent[0]["nonce"]
+    c = client(expires_after_s=5.0)
+    c.place_order("BTC", True, D("0.001"), D("40000"), cloid="0x" + "4" * 32)
+    body = exchange_bodies(responses.mock)[0]
+    assert body["expiresAfter"] == WALL_MS + 5000
+    expected = sign_l1_action(WALLET, body["action"], None, body["nonce"], WALL_MS + 5000, False)
+    assert body["signature"] == expected
 
 
 @responses.activate
-def test_lost_answer_and_lookup_failing_raises_unknown() -> None:
+def test_unreadable_cancel_answer_is_unknown() -> None:
     responses.post(URL + "/info", json=META)
-    responses.post(URL + "/exchange", body=requests.ConnectionError())
-    responses.post(URL + "/info", status=400, body="nope")
-    with pytest.raises(OrderStatusUnknown):
-        client().place_order("BTC", True, D("0.001"), D("40000"), cloid="0x" + "4" * 32)
-    assert len(exchange_bodies(responses.mock)) == 1
+    responses.post(URL + "/exchange", json={"status": "ok", "response": {"type": "cancel"}})
+    with pytest.raises(ResultUnknown):
+        client().cancel_by_cloid("BTC", "0x" + "5" * 32)
 
 
 @responses.activate
@@ -305,7 +321,7 @@ def test_redirect_is_rejected_never_followed() -> None:
     responses.post("http://127.0.0.1:10/exchange", json={"status": "ok"})
     c = client()
     responses.post(URL + "/info", json=META)
-    with pytest.raises(RequestRejected, match="307"):
+    with pytest.raises(ResultUnknown, match="307"):  # after sending: not known, so never "failed"
         c.cancel("BTC", 1)
     assert [call.request.url for call in responses.calls if "exchange" in call.request.url] == [URL + "/exchange"]
 
@@ -319,7 +335,8 @@ def test_environment_read_once_for_proxies_and_ca_bundle(monkeypatch: pytest.Mon
     assert c.session.verify == str(bundle)
     assert c.session.proxies["https"] == "http://proxy.corp:3128"
     assert c.session.trust_env is False  # no per-call environment scan on the order path
-    assert c.line is None  # behind a proxy, orders go through requests, which knows proxies
+    assert isinstance(c.exchange_line, RequestsLine)  # behind a proxy, requests, which knows proxies
     monkeypatch.setenv("NO_PROXY", "api.hyperliquid-testnet.xyz")
     direct = HyperliquidRestClient("https://api.hyperliquid-testnet.xyz")
-    assert direct.line is not None and direct.line.ca_bundle == str(bundle)
+    assert isinstance(direct.exchange_line, HttpLine) and direct.exchange_line.ca_bundle == str(bundle)
+    assert isinstance(direct.info_line, HttpLine) and direct.info_line is not direct.exchange_line

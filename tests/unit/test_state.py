@@ -1,19 +1,14 @@
-"""Order state machine, SQLite state, instance lock, journal report, health endpoint."""
+"""Order state machine, SQLite state, instance lock, journal report (health: tests/unit/test_health.py)."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from decimal import Decimal as D
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 
-from health import HealthServer
 from orders import TERMINAL, TRANSITIONS, InvalidTransition, OrderRecord
 from state import InstanceLock, SavedPosition, StateError, StateStore, format_report, journal_report
 
@@ -148,36 +143,3 @@ def test_journal_report_round_trips(store: StateStore) -> None:
     assert report.fees == D("0.05") and report.net_pnl == D("0.05") and report.win_rate == 0.5
     text = format_report(report)
     assert "win rate: 50.0%" in text and "closed trades: 2" in text
-
-
-SNAPSHOT = {"status": "ok", "uptime_s": 1.0, "symbol": "BTC", "current_price": 50000.0,
-            "price_source": "websocket", "price_age_s": 0.1,
-            "websocket": {"enabled": True, "connected": True, "subscriptions": 2, "last_message_age_s": 0.1,
-                          "reconnects": 0, "fallback": False}, "position": None}
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def test_health_endpoint_status_codes_and_metrics() -> None:
-    current = {"snap": MappingProxyType(SNAPSHOT)}
-    server = HealthServer("127.0.0.1", 0, lambda: current["snap"])
-    server.start()
-    try:
-        base = f"http://127.0.0.1:{server.port}"
-        status, body = _get(base + "/health")
-        assert status == 200 and json.loads(body) == SNAPSHOT
-        current["snap"] = MappingProxyType({**SNAPSHOT, "status": "degraded"})
-        assert _get(base + "/health")[0] == 503
-        status, body = _get(base + "/metrics")
-        assert status == 200
-        assert b"hlbot_up 0.0" in body and b"hlbot_current_price 50000.0" in body
-        assert b"hlbot_websocket_connected 1.0" in body
-        assert _get(base + "/nope")[0] == 404
-    finally:
-        server.stop()
