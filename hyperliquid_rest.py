@@ -359,8 +359,8 @@ class HyperliquidRestClient:
             line = RequestsLine(self.session, self.base_url, connect_timeout_s)
             return line, line
         bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
-        return (HttpLine(self.base_url, connect_timeout_s, connect_timeout_s, ca_bundle=bundle),
-                HttpLine(self.base_url, connect_timeout_s, connect_timeout_s, ca_bundle=bundle))
+        return (HttpLine(self.base_url, connect_timeout_s, ca_bundle=bundle),
+                HttpLine(self.base_url, connect_timeout_s, ca_bundle=bundle))
 
     @property
     def address(self) -> str | None:

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import trading_bot  # noqa: E402
+from http_line import HttpLine  # noqa: E402
 from hyperliquid_rest import HyperliquidRestClient  # noqa: E402
 from hyperliquid_websocket import Connected, Disconnected, HyperliquidWebSocketClient, Trade  # noqa: E402
 from settings import WebSocketSettings, settings_from_dict  # noqa: E402
@@ -367,12 +368,12 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
         closes[0] += 1
         closed()
     b.bot._closed = counted  # type: ignore[method-assign]
-    if b.bot.rest.line is None:
+    if not isinstance(b.bot.rest.exchange_line, HttpLine):
         raise SystemExit("bench: orders would go through requests (a proxy is configured for "
                          f"{sim.url}: set NO_PROXY=127.0.0.1)")
     # Stamps along the path (first of each per sample), to say where the time goes.
     marks: dict[str, int] = {}
-    handle, market_order, post = b.bot.handle, b.bot.exchange.market_order, b.bot.rest.line.post
+    handle, market_order, post = b.bot.handle, b.bot.exchange.market_order, b.bot.rest.exchange_line.post
 
     def stamped_handle(event: Any) -> None:
         if type(event) is Trade and event.tid >= 10**9:
@@ -385,17 +386,17 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
             marks.setdefault("decided", time.monotonic_ns())
         return market_order(*args, **kw)
 
-    def stamped_post(path: str, body: bytes) -> Any:
+    def stamped_post(path: str, body: bytes, deadline_s: float | None = None) -> Any:
         if "decided" in marks:
             marks.setdefault("signed", time.monotonic_ns())
-        return post(path, body)
+        return post(path, body, deadline_s)
     wire_send = http.client.HTTPConnection.send
 
     def stamped_wire(conn: Any, data: Any) -> Any:  # the request's bytes go to the socket
         if "signed" in marks:
             marks.setdefault("wire", time.monotonic_ns())
         return wire_send(conn, data)
-    b.bot.handle, b.bot.exchange.market_order, b.bot.rest.line.post = stamped_handle, stamped_market_order, stamped_post
+    b.bot.handle, b.bot.exchange.market_order, b.bot.rest.exchange_line.post = stamped_handle, stamped_market_order, stamped_post
     http.client.HTTPConnection.send = stamped_wire  # type: ignore[method-assign]
     segments: dict[str, list[float]] = {k: [] for k in (
         "sim send -> socket thread parsed", "-> main thread handles", "-> exit decided (cloid reserved)",
