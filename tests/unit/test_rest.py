@@ -341,5 +341,6 @@ def test_environment_read_once_for_proxies_and_ca_bundle(monkeypatch: pytest.Mon
     assert isinstance(direct.exchange_line, HttpLine) and direct.exchange_line.ca_bundle == str(bundle)
     assert isinstance(direct.info_line, HttpLine) and direct.info_line is not direct.exchange_line
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     default = HyperliquidRestClient("https://api.hyperliquid-testnet.xyz")
     assert default.exchange_line.ca_bundle == requests.utils.DEFAULT_CA_BUNDLE_PATH  # certifi, not the system's
