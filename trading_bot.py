@@ -5,10 +5,14 @@
 Owns: start-up (config, logging, instance lock, state, simulator for `network: local`, account and
 meta over REST, leverage, candle warm-up, WebSocket), the main loop (a blocking `queue.get` with a
 timeout; every price updates `current_price`, the trailing stop and is checked against the exits at
-once), REST fallback while the stream is starved, orders with client order ids, reconciliation
-with the exchange, health snapshots, and clean shutdown on SIGINT/SIGTERM.
-Must not: touch the socket (the WebSocket thread owns it) or let another thread touch trading
-state (the health server reads an immutable snapshot this thread publishes).
+once; then the timers), REST fallback while the stream is starved, orders with client order ids,
+orders whose result is unknown (entries blocked, position checked, looked up by cloid: see
+unknown_orders.py), reconciliation with the exchange, the socket thread's supervision, health
+snapshots, and clean shutdown on SIGINT/SIGTERM.
+Must not: sleep or wait on the network beyond one request's deadline (retries, Retry-After and
+lookups are timers), write to disk before an exit is sent, let one bad event or timer end the loop,
+touch the socket (the WebSocket thread owns it) or let another thread touch trading state (the
+health server reads an immutable snapshot this thread publishes).
 """
 from __future__ import annotations
 

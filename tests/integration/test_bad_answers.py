@@ -70,6 +70,12 @@ def entries_executed(sim: SimServer) -> int:
                if "limit" in o["t"] and not o["r"] and e.get("status") == "ok")
 
 
+def open_long(sim: SimServer, h: Harness) -> None:
+    """always_long enters at 50000."""
+    sim.set_price("BTC", "50000")
+    wait_until(lambda: h.bot.position is not None, 10, h.step)
+
+
 class StepTimer:
     """Steps the bot and remembers the longest step: the trading thread's longest wait."""
 
@@ -131,8 +137,7 @@ def test_dribbled_exit_answer_does_not_hold_the_trading_thread(
     h = proxied_bot(sim, proxy, tmp_path)
     timer = StepTimer(h)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
         rule = proxy.inject("/exchange", Fault.DRIBBLE, interval_s=0.5, count=1, match=is_exit)
         crash_at = time.monotonic()
         sim.set_price("BTC", "48000")  # 4 % down: through the 1 % stop
@@ -151,8 +156,7 @@ def test_info_429_with_long_retry_after_never_sleeps_the_loop(
     h = proxied_bot(sim, proxy, tmp_path)
     timer = StepTimer(h)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
         rule = proxy.inject("/info", Fault.STATUS_BEFORE, status=429, headers={"Retry-After": "100"}, count=None)
         h.bot._want_position_check("test: reconcile")
         wait_until(lambda: rule.hits >= 1, 5, timer)
@@ -171,8 +175,7 @@ def test_health_turns_degraded_while_exits_fail_and_when_the_loop_stalls(
     # while exits failed again and again.
     h = proxied_bot(sim, proxy, tmp_path)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
         h.bot.publish_health()
         now = time.monotonic()
         assert health.render(h.bot.health_snapshot(), now)[0] == 200
@@ -239,8 +242,7 @@ def test_malformed_info_answers_do_not_end_the_loop(sim: SimServer, proxy: Fault
     # Failure 7: a malformed /info body raised KeyError/TypeError from a parser and ended run().
     h = proxied_bot(sim, proxy, tmp_path)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
         rule = proxy.inject("/info", Fault.STATUS_BEFORE, status=200, count=3, match=info_type("clearinghouseState"),
                             headers={"Content-Type": "application/json"},
                             body='{"assetPositions": [{"position": {"coin": "BTC", "szi": "oops"}}]}')
@@ -256,8 +258,7 @@ def test_a_bad_event_is_logged_and_counted_and_the_loop_goes_on(
         sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     h = make_bot(sim, tmp_path)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
 
         def broken_handler(update: Any) -> None:
             raise KeyError("a handler bug")
@@ -291,8 +292,7 @@ def test_exit_with_lost_answer_leaves_no_ghost_position(sim: SimServer, proxy: F
     # retries backed off to 30 s.
     h = proxied_bot(sim, proxy, tmp_path)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
         rule = proxy.inject("/exchange", Fault.STATUS_AFTER, status=502, count=1, match=is_exit)
         crash_at = time.monotonic()
         sim.set_price("BTC", "49000")
@@ -306,8 +306,7 @@ def test_exit_with_lost_answer_leaves_no_ghost_position(sim: SimServer, proxy: F
 def test_exit_retries_back_off_to_at_most_two_seconds(sim: SimServer, proxy: FaultProxy, tmp_path: Path) -> None:
     h = proxied_bot(sim, proxy, tmp_path)
     try:
-        sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        open_long(sim, h)
         proxy.inject("/exchange", Fault.STATUS_BEFORE, status=503, count=None, match=is_exit)
         sim.set_price("BTC", "49000")
         wait_until(lambda: h.bot.exit_failures >= 5, 15, h.step)
