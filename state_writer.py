@@ -80,7 +80,15 @@ class StateWriter:
         return (self._position is not None) + len(self._orders) + len(self._fills)
 
     def retry(self) -> None:
-        """Write again whatever failed, oldest concern first; stops at the first failure."""
+        """Write again whatever failed, oldest concern first; stops at the first failure. With
+        nothing owed but the last access failed, a probe write tells whether the store is back."""
+        if self.pending == 0 and not self.writable:
+            try:
+                self.store.set("write_probe", "ok")
+            except WRITE_ERRORS as exc:
+                self._failed("a probe write", exc)
+                return
+            self._worked()
         if self._position is not None and not self._flush_position():
             return
         for cloid in list(self._orders):
@@ -93,8 +101,16 @@ class StateWriter:
     # ---- reads ----
 
     def order(self, cloid: str) -> OrderRecord | None:
+        """The record, or None when there is none or the store cannot be read (logged): callers
+        treat an unknown record with suspicion (a position check), never as a reason to stop."""
         pending = self._orders.get(cloid)
-        return pending if pending is not None else self.store.order(cloid)
+        if pending is not None:
+            return pending
+        try:
+            return self.store.order(cloid)
+        except WRITE_ERRORS as exc:
+            self._failed(f"reading order {cloid}", exc)
+            return None
 
     def orders(self, statuses: Iterable[str] | None = None) -> list[OrderRecord]:
         wanted = None if statuses is None else set(statuses)

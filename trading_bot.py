@@ -279,7 +279,7 @@ class TradingBot:
         if self.position_dirty and self.position is not None:
             self.position_dirty = False
             self.store.save_position(self._position_record())  # a failure is kept and retried below
-        if self.store.pending and now >= self.next_state_retry:
+        if (self.store.pending or not self.store.writable) and now >= self.next_state_retry:
             self.next_state_retry = now + STATE_RETRY_EVERY_S
             self.store.retry()
 

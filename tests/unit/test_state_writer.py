@@ -112,3 +112,14 @@ def test_an_unwritable_file_is_refused_at_open(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="file/bot.db"):
         StateStore(str(blocker / "bot.db")).open()  # its folder is a file
+
+
+def test_a_failed_read_is_none_and_a_probe_write_clears_the_alarm(store: StateStore) -> None:
+    w = StateWriter(store)
+    store.close()  # every access now fails
+    assert w.order("0x" + "d" * 32) is None and not w.writable
+    w.retry()
+    assert not w.writable
+    store.open()
+    w.retry()  # nothing owed: a probe write proves the store is back
+    assert w.writable and w.error is None
