@@ -246,18 +246,32 @@ def parse_order_status(raw: Mapping[str, Any]) -> OrderStatusResult:
     return OrderStatusResult(str(order["status"]), order)
 
 
+def _positive(value: Any) -> Decimal:
+    number = Decimal(str(value))
+    if not number.is_finite() or number <= 0:
+        raise ValueError(f"expected a number > 0, got {value!r}")
+    return number
+
+
 def parse_statuses(statuses: Sequence[Any], cloids: Sequence[str | None]) -> list[OrderResult]:
+    """One OrderResult per status of an order answer, e.g. [{"filled": {"totalSz": "0.02",
+    "avgPx": "1891.4", "oid": 77738308}}, {"resting": {"oid": 77738309}}, {"error": "..."}].
+    Raises ValueError on anything else (an unknown word, a fill of 0 or NaN): the caller cannot
+    tell what happened, so the order's result is unknown, never "not filled"."""
     out = []
     for status, cloid in zip(statuses, list(cloids) + [None] * (len(statuses) - len(cloids))):
-        if isinstance(status, Mapping) and "resting" in status:
+        if not isinstance(status, Mapping) or len(status) != 1:
+            raise ValueError(f"unexpected order status {str(status)[:80]}")
+        if "resting" in status:
             out.append(OrderResult("resting", int(status["resting"]["oid"]), None, None, None, cloid))
-        elif isinstance(status, Mapping) and "filled" in status:
+        elif "filled" in status:
             f = status["filled"]
-            out.append(OrderResult("filled", int(f["oid"]), _dec(f["totalSz"]), _dec(f["avgPx"]), None, cloid))
-        elif isinstance(status, Mapping) and "error" in status:
+            out.append(OrderResult("filled", int(f["oid"]), _positive(f["totalSz"]), _positive(f["avgPx"]), None,
+                                   cloid))
+        elif "error" in status:
             out.append(OrderResult("error", None, None, None, str(status["error"]), cloid))
         else:
-            out.append(OrderResult("error", None, None, None, f"unexpected status {status!r}", cloid))
+            raise ValueError(f"unexpected order status {str(status)[:80]}")
     return out
 
 
@@ -288,11 +302,13 @@ class WeightBudget:
         self._spent: collections.deque[tuple[float, int]] = collections.deque()
         self._total = 0
 
-    def take(self, weight: int) -> None:
+    def take(self, weight: int, refuse: bool = True) -> None:
+        """Spend `weight`; over the budget raise RateLimited, unless `refuse` is False (signed
+        actions: an exit must never wait for /info traffic; they are counted all the same)."""
         now = self.clock()
         while self._spent and now - self._spent[0][0] >= 60.0:
             self._total -= self._spent.popleft()[1]
-        if self._total + weight > self.limit and self._spent:
+        if refuse and self._total + weight > self.limit and self._spent:
             wait_s = 60.0 - (now - self._spent[0][0])
             raise RateLimited(wait_s, f"client-side weight budget spent ({self._total}/{self.limit} per "
                                       f"minute); free again in {wait_s:.1f}s")
@@ -388,7 +404,7 @@ class HyperliquidRestClient:
             raise RequestRejected(status, raw.decode("utf-8", "replace"))
         try:
             return json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise MalformedAnswer(f"{path}: answer is not JSON ({raw[:80]!r})") from exc
 
     def info(self, body: Mapping[str, Any]) -> Any:
@@ -450,7 +466,7 @@ class HyperliquidRestClient:
         anything after which the action may have executed."""
         if self.signer is None:
             raise HyperliquidError("no signer: this client cannot send /exchange actions")
-        self.budget.take(1 + len(action.get("orders", ())) // 40)
+        self.budget.take(1 + len(action.get("orders", ())) // 40, refuse=False)
         nonce = self.nonces.next()
         expires = None if self.expires_after_ms is None else self.wall_ms() + self.expires_after_ms
         signature = self.signer.sign(action, nonce, self.vault_address, expires)

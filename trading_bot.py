@@ -51,6 +51,8 @@ RECONCILE_EVERY_S = 60.0       # periodic check of the position against the exch
 EXIT_RETRY_BASE_S = 0.5        # a failed exit is retried with backoff from this delay...
 EXIT_RETRY_MAX_S = 2.0         # ...up to this: the exchange may be back any moment
 INFO_HOLD_MAX_S = 30.0         # a 429's Retry-After pauses /info calls (a timer) up to this long
+INFO_FAIL_HOLD_BASE_S = 0.5    # other /info failures pause /info calls from this...
+INFO_FAIL_HOLD_MAX_S = 5.0     # ...doubling up to this while they keep failing
 POSITION_CHECK_SPACING_S = 1.0  # position checks asked for by events run at most this often
 STATE_RETRY_EVERY_S = 1.0      # failed state writes are tried again this often
 WS_SUPERVISE_EVERY_S = 1.0     # how often the loop checks that the socket thread is alive
@@ -129,7 +131,8 @@ class TradingBot:
         self.next_position_check = 0.0
         self.position_dirty = False  # the trailing high-water moved: saved by the timers, never before an exit
         self.unknown = UnknownOrders()  # orders sent whose result is not known yet
-        self.info_hold_until = 0.0  # /info calls wait until then (a 429's Retry-After, as a timer)
+        self.info_hold_until = 0.0  # /info calls wait until then (after a failure or a 429, as a timer)
+        self.info_failures = 0  # /info failures in a row
         self.handler_errors = 0  # events and timers that raised (logged; the loop went on)
         self.ws_restarts = 0
         self.next_ws_check = 0.0
@@ -272,8 +275,12 @@ class TradingBot:
             return
         reason, self.position_check_due = self.position_check_due, None
         self.next_position_check = now + POSITION_CHECK_SPACING_S
-        if not self._reconcile_position(reason=reason):
-            self.position_check_due = reason  # tried again after the spacing (or the 429 hold)
+        done = False
+        try:
+            done = self._reconcile_position(reason=reason)
+        finally:
+            if not done:  # failed or raised: tried again after the spacing (or the /info hold)
+                self._want_position_check(reason)
 
     def _state_timer(self, now: float) -> None:
         if self.position_dirty and self.position is not None:
@@ -308,13 +315,20 @@ class TradingBot:
     def _info_held(self, now: float) -> bool:
         return now < self.info_hold_until
 
+    def _rest_ok(self) -> None:
+        self.info_failures = 0
+
     def _rest_failed(self, what: str, exc: HyperliquidError) -> None:
-        """Log a failed /info call (once a minute per kind); a 429 pauses /info calls, as a timer."""
-        extra = ""
+        """Log a failed /info call (once a minute per kind) and pause /info calls, as a timer: for
+        a 429's Retry-After (capped), else backing off from 0.5 s to 5 s while they keep failing,
+        so that a hung exchange costs the loop one deadline per pause, not one per timer."""
+        self.info_failures += 1
         if isinstance(exc, RateLimited):
             hold_s = min(exc.retry_after_s, INFO_HOLD_MAX_S)
-            self.info_hold_until = max(self.info_hold_until, self.clock() + hold_s)
-            extra = f"; /info paused {hold_s:.1f}s (exits are not)"
+        else:
+            hold_s = min(INFO_FAIL_HOLD_BASE_S * 2 ** (self.info_failures - 1), INFO_FAIL_HOLD_MAX_S)
+        self.info_hold_until = max(self.info_hold_until, self.clock() + hold_s)
+        extra = f"; /info paused {hold_s:.1f}s (exits are not)"
         suppressed = self._quiet.allow(f"rest:{what}")
         if suppressed is not None:
             log.warning("%s failed: %s%s%s", what, exc, extra, f" ({suppressed} more failures)" if suppressed else "")
@@ -344,6 +358,7 @@ class TradingBot:
         except HyperliquidError as exc:
             self._rest_failed("REST price poll", exc)
             return
+        self._rest_ok()
         if price is None:
             log.warning("REST price poll: no mid for %s", self.symbol)
             return
@@ -421,16 +436,17 @@ class TradingBot:
         self._closed()
 
     def _closed(self) -> None:
-        """The position is gone (our exit, or the exchange's stop): forget it, pause entries."""
-        if self.position is not None:
-            self._cancel_protective(self.position)
-        self._drop_exit_reservation()  # not needed: the exchange's stop or a manual close came first
-        self.position = None
+        """The position is gone (our exit, or the exchange's stop): forget it, pause entries, then
+        cancel its exchange-side orders (network calls, after the state is right)."""
+        pos, self.position = self.position, None
         self.position_dirty = False
-        self.store.clear_position()
         self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
         self.next_exit_attempt = 0.0  # a backoff from this position must not mute the next one's stops
         self.exit_failures = 0
+        self.store.clear_position()
+        self._drop_exit_reservation()  # not needed: the exchange's stop or a manual close came first
+        if pos is not None:
+            self._cancel_protective(pos)
 
     def _exit_failed(self, why: str) -> None:
         """Retry soon (the exchange may be back any moment) and ask the exchange where the position
@@ -448,8 +464,10 @@ class TradingBot:
     def _maybe_enter(self, now: float) -> None:
         if not self.entries_enabled or now < self.entry_blocked_until:
             return
-        if self.unknown.has("entry") or self.position_check_due is not None:
-            return  # an entry that may have filled, or a position not confirmed yet: wait for the exchange
+        if self.unknown.has("entry") or self.unknown.has("exit") or self.position_check_due is not None:
+            # An entry that may have filled, an exit still able to close a new position, or a
+            # position not confirmed yet: wait for the exchange.
+            return
         if self.uncanceled:
             self._cancel_cloids(list(self.uncanceled))
             if self.uncanceled:
@@ -495,15 +513,15 @@ class TradingBot:
         if filled <= 0:
             log.warning("entry order not filled (IOC at %s)", price)
             return
-        trailing = None
-        if trading.trailing_stop_pct is not None:
-            trailing = TrailingStop(side, trading.trailing_stop_pct, avg_px,
-                                    activation_offset_pct=trading.trailing_offset_pct)
         self.position = OpenPosition(side=side, size=filled, entry_px=avg_px, opened_ms=self.now_ms(),
-                                     trailing=trailing)
+                                     trailing=None)  # first: whatever raises next, the fill is a position
+        if trading.trailing_stop_pct is not None:
+            self.position.trailing = TrailingStop(side, trading.trailing_stop_pct, avg_px,
+                                                  activation_offset_pct=trading.trailing_offset_pct)
         log.info("position opened: %s %s %s at %s", side, filled, self.symbol, avg_px)
+        self.store.save_position(self._position_record())  # before the stops' round trips
         self._place_protective()
-        self.store.save_position(self._position_record())
+        self.store.save_position(self._position_record())  # with the stops' cloids
 
     # ---- orders ----------------------------------------------------------------------------
 
@@ -554,13 +572,23 @@ class TradingBot:
         try:
             results = self.exchange.market_order(self.symbol, is_buy, size, self.settings.trading.slippage_pct,
                                                  reference_px=price, reduce_only=reduce_only, cloid=cloid)
+            result = results[0]
         except OrderStatusUnknown as exc:
             self._in_doubt(record, exc, size * price)
             raise
         except HyperliquidError as exc:
             self.store.save_order(record.rejected(f"not executed: {exc}"[:300], self.now_ms()))
             raise
-        result = results[0]
+        except Exception as exc:  # noqa: BLE001 - a bug or an answer nobody foresaw: it may have filled
+            unknown = OrderStatusUnknown(cloid, self._expiry_bound_ms(), f"{type(exc).__name__}: {exc}")
+            log.error("%s order %s: unexpected %s after sending; its result is unknown", purpose, cloid,
+                      type(exc).__name__, exc_info=exc)
+            self._in_doubt(record, unknown, size * price)
+            raise unknown from exc
+        if result.kind == "resting":  # an IOC cannot rest: an answer we do not understand
+            unknown = OrderStatusUnknown(cloid, self._expiry_bound_ms(), "an IOC answered as resting")
+            self._in_doubt(record, unknown, size * price)
+            raise unknown
         if result.kind == "filled":
             record = record.filled_by_result(result.total_size, result.avg_px, self.now_ms())
             self.store.save_order(record)
@@ -574,6 +602,10 @@ class TradingBot:
 
     # ---- orders whose result is unknown ----------------------------------------------------
 
+    def _expiry_bound_ms(self) -> int:
+        """The latest expiresAfter an order signed by now can carry."""
+        return self.now_ms() + int(self.settings.api.order_expires_after_s * 1000)
+
     def _in_doubt(self, record: OrderRecord, exc: OrderStatusUnknown, notional_usd: Decimal) -> None:
         """Track an order that may have filled until a lookup by cloid settles it; meanwhile no
         entry goes out and the position is checked."""
@@ -585,21 +617,23 @@ class TradingBot:
         self._want_position_check(f"{record.purpose} result unknown")
 
     def _lookup_timer(self, now: float) -> None:
-        for order in self.unknown.due(now):
-            if self._info_held(now):
-                return
-            self._look_up(order, now)
+        """One lookup per pass: each is up to two /info round trips, and exits must not queue behind."""
+        due = self.unknown.due(now)
+        if due and not self._info_held(now):
+            self._look_up(due[0], now)
 
     def _look_up(self, order: UnknownOrder, now: float) -> None:
         """Ask the exchange about one unknown order by cloid, and its fills when it says it has ended."""
+        order.failures += 1
+        order.next_lookup_s = after_failure_s(order, now)  # unless it succeeds: nothing re-fires each turn
         try:
             status = self.rest.order_status(self.address, order.cloid)
             fills = [] if status.status in ("unknownOid", "open", "triggered") else self._fills_of(order, status.order)
         except HyperliquidError as exc:
-            order.failures += 1
-            order.next_lookup_s = after_failure_s(order, now)
             self._rest_failed(f"lookup of order {order.cloid}", exc)
             return
+        self._rest_ok()
+        order.failures = 0
         order.lookups += 1
         result = settle(order, status.status, fills, self.now_ms())
         if result.verdict == "wait":
@@ -627,7 +661,7 @@ class TradingBot:
         log.warning("%s order %s had an unknown result; the exchange says %s%s", order.purpose, order.cloid,
                     result.exchange_status, f": filled {result.filled_size} at {result.avg_px}"
                     if verdict == "executed" else " (it can no longer execute)" if verdict == "never_executed" else "")
-        if verdict in ("executed", "resting"):
+        if verdict != "never_executed":
             self._want_position_check(f"{order.purpose} order {order.cloid} {verdict}")
         if record is None:
             return
@@ -635,6 +669,8 @@ class TradingBot:
             if verdict == "executed":
                 assert result.avg_px is not None
                 record = record.filled_by_result(result.filled_size, result.avg_px, now_ms)
+            elif verdict == "filled_unpriced":
+                record = record.to("filled", now_ms, reason="filled; its fills not found (position from the exchange)")
             elif verdict == "resting":
                 record = record.to("resting", now_ms)
             elif verdict == "never_executed":
@@ -872,6 +908,7 @@ class TradingBot:
         except HyperliquidError as exc:
             self._rest_failed("fill reconciliation", exc)
             return False
+        self._rest_ok()
         added = sum(1 for f in fills if f.coin == self.symbol and self._journal_fill(f))
         if added:
             log.info("reconciled %d fill(s) the stream had not delivered", added)
@@ -896,6 +933,7 @@ class TradingBot:
         except HyperliquidError as exc:
             self._rest_failed(f"position check ({reason})", exc)
             return False
+        self._rest_ok()
         ours = next((p for p in state.positions if p.coin == self.symbol and p.size != 0), None)
         pos = self.position
         if ours is None:

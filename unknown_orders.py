@@ -24,7 +24,9 @@ EXPIRY_MARGIN_MS = 1_000     # after expiresAfter: the exchange's clock and the 
 LOOKUP_BACKOFF_MAX_S = 5.0   # a failing lookup is tried again at most this far apart
 FILLS_WAIT_MAX = 5           # lookups that say "filled" before the fills show; then settle by position
 
-Verdict = Literal["wait", "never_executed", "executed", "not_filled", "resting"]
+# executed: filled (in part or whole), size and price from its fills; filled_unpriced: the exchange
+# says filled but its fills never showed (the position check is then the only truth).
+Verdict = Literal["wait", "never_executed", "executed", "filled_unpriced", "not_filled", "resting"]
 
 
 @dataclass
@@ -70,8 +72,10 @@ def settle(order: UnknownOrder, exchange_status: str, fills: Iterable[tuple[Deci
         notional += fill_size * px
     if size > 0:
         return Settlement("executed", size, notional / size, exchange_status)
-    if exchange_status == "filled" and order.lookups < FILLS_WAIT_MAX:
-        return Settlement("wait", exchange_status=exchange_status)  # its fills are not visible yet
+    if exchange_status == "filled":
+        if order.lookups < FILLS_WAIT_MAX:
+            return Settlement("wait", exchange_status=exchange_status)  # its fills are not visible yet
+        return Settlement("filled_unpriced", exchange_status=exchange_status)
     return Settlement("not_filled", exchange_status=exchange_status)
 
 

@@ -88,13 +88,31 @@ class StepTimer:
         self.longest_s = max(self.longest_s, time.monotonic() - t0)
 
 
-@pytest.mark.parametrize("fault", [Fault.STATUS_AFTER, Fault.GARBAGE_AFTER, Fault.DROP_AFTER])
+NESTED = "[" * 100_000 + "]" * 100_000
+ODD_STATUS = '{"status": "ok", "response": {"type": "order", "data": {"statuses": ["waitingForFill"]}}}'
+ZERO_FILL = ('{"status": "ok", "response": {"type": "order", "data": {"statuses": '
+             '[{"filled": {"totalSz": "0", "avgPx": "0", "oid": 1}}]}}}')
+# REST-only runs (no stream): no fill event comes to the rescue, the REST path alone must hold.
+REST_ONLY = {"websocket": {"enabled": False}, "check_interval": 0.2}
+
+
+@pytest.mark.parametrize("fault,status,body,over", [
+    (Fault.STATUS_AFTER, 502, None, {}),
+    (Fault.GARBAGE_AFTER, 200, None, {}),
+    (Fault.DROP_AFTER, 502, None, {}),
+    (Fault.STATUS_AFTER, 502, None, REST_ONLY),
+    (Fault.STATUS_AFTER, 200, NESTED, REST_ONLY),
+    (Fault.STATUS_AFTER, 200, ODD_STATUS, REST_ONLY),
+    (Fault.STATUS_AFTER, 200, ZERO_FILL, REST_ONLY),
+], ids=["502", "garbage", "dropped", "502-rest-only", "nested-json-rest-only", "odd-status-rest-only",
+        "zero-fill-rest-only"])
 def test_entry_executed_behind_a_bad_answer_is_adopted_not_sent_again(
-        sim: SimServer, proxy: FaultProxy, tmp_path: Path, fault: Fault) -> None:
+        sim: SimServer, proxy: FaultProxy, tmp_path: Path, fault: Fault, status: int, body: str | None,
+        over: dict) -> None:
     # Failure 1: an executed entry answered by a 502 (or garbage, or a dropped connection) was
     # taken as failed and sent again every second: 23 entries, 4.6x the position cap, no stops.
-    rule = proxy.inject("/exchange", fault, status=502, count=1, match=is_entry)
-    h = proxied_bot(sim, proxy, tmp_path, trading=EXCHANGE_EXITS)
+    rule = proxy.inject("/exchange", fault, status=status, body=body, count=1, match=is_entry)
+    h = proxied_bot(sim, proxy, tmp_path, trading=EXCHANGE_EXITS, **over)
     try:
         sim.set_price("BTC", "50000")
         wait_until(lambda: rule.hits == 1, 10, h.step)

@@ -167,6 +167,12 @@ def test_bad_tick_or_lot_refused_before_sending() -> None:
     {"json": {"status": "ok", "response": {"type": "order"}}},
     {"json": {"status": "ok", "response": {"type": "order", "data": {"statuses": "x"}}}},
     {"json": {"weird": True}},
+    {"body": "[" * 100_000 + "]" * 100_000},  # nested past the parser's recursion limit
+    {"json": _ok_statuses("waitingForFill")},
+    {"json": _ok_statuses({"filled": {"totalSz": "0", "avgPx": "50000", "oid": 1}})},
+    {"json": _ok_statuses({"filled": {"totalSz": "0.001", "avgPx": "NaN", "oid": 1}})},
+    {"json": _ok_statuses({"filled": {"totalSz": "0.001", "avgPx": "-1", "oid": 1}})},
+    {"json": _ok_statuses({"resting": {"oid": 1}}, {"resting": {"oid": 2}})},
     {"body": requests.ReadTimeout()},
     {"body": requests.ConnectionError("Connection aborted: reset by peer")},
 ])

@@ -45,8 +45,10 @@ def test_settle_table(status: str, fills: list, now_ms: int, verdict: str, size:
     assert result.exchange_status == status
 
 
-def test_filled_without_fills_gives_up_waiting_after_a_few_lookups() -> None:
-    assert settle(order(lookups=FILLS_WAIT_MAX), "filled", [], SENT_MS + 9000).verdict == "not_filled"
+def test_filled_without_fills_is_never_taken_for_not_filled() -> None:
+    # After a few lookups it is settled as filled at an unknown price: the position check decides.
+    assert settle(order(lookups=FILLS_WAIT_MAX - 1), "filled", [], SENT_MS + 9000).verdict == "wait"
+    assert settle(order(lookups=FILLS_WAIT_MAX), "filled", [], SENT_MS + 9000).verdict == "filled_unpriced"
 
 
 def test_without_an_expiry_the_exchange_never_seeing_it_is_never_believed() -> None:
