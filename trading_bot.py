@@ -56,6 +56,8 @@ INFO_FAIL_HOLD_MAX_S = 5.0     # ...doubling up to this while they keep failing
 POSITION_CHECK_SPACING_S = 1.0  # position checks asked for by events run at most this often
 STATE_RETRY_EVERY_S = 1.0      # failed state writes are tried again this often
 WS_SUPERVISE_EVERY_S = 1.0     # how often the loop checks that the socket thread is alive
+PROTECTIVE_RETRY_BASE_S = 5.0  # a missing exchange-side SL/TP is placed again after this...
+PROTECTIVE_RETRY_MAX_S = 60.0  # ...doubling up to this while placements keep failing
 ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
 ENTRY_COOLDOWN_S = 5.0         # no new entry this soon after a position closed (no churn)
 STEP_BATCH = 64               # events handled per loop turn before the timers run
@@ -133,6 +135,8 @@ class TradingBot:
         self.unknown = UnknownOrders()  # orders sent whose result is not known yet
         self.info_hold_until = 0.0  # /info calls wait until then (after a failure or a 429, as a timer)
         self.info_failures = 0  # /info failures in a row
+        self.protective_failures = 0  # exchange-side SL/TP placements that fell short, in a row
+        self.protective_repair_at = 0.0  # when to place the missing exchange-side levels (0: none)
         self.handler_errors = 0  # events and timers that raised (logged; the loop went on)
         self.ws_restarts = 0
         self.next_ws_check = 0.0
@@ -230,8 +234,8 @@ class TradingBot:
         """Everything that is due, each on its own: one that raises cannot starve the others."""
         now = self.clock()
         for timer in (self._freshness_timer, self._exit_retry_timer, self._entry_timer, self._reserve_timer,
-                      self._lookup_timer, self._position_check_timer, self._state_timer, self._stream_timer,
-                      self._publish_timer):
+                      self._lookup_timer, self._position_check_timer, self._protective_timer, self._state_timer,
+                      self._stream_timer, self._publish_timer):
             try:
                 timer(now)
             except Exception as exc:  # noqa: BLE001 - logged with its traceback, counted
@@ -443,6 +447,7 @@ class TradingBot:
         self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
         self.next_exit_attempt = 0.0  # a backoff from this position must not mute the next one's stops
         self.exit_failures = 0
+        self.protective_repair_at, self.protective_failures = 0.0, 0
         self.store.clear_position()
         self._drop_exit_reservation()  # not needed: the exchange's stop or a manual close came first
         if pos is not None:
@@ -663,6 +668,9 @@ class TradingBot:
                     if verdict == "executed" else " (it can no longer execute)" if verdict == "never_executed" else "")
         if verdict != "never_executed":
             self._want_position_check(f"{order.purpose} order {order.cloid} {verdict}")
+        if order.purpose in ("sl", "tp") and verdict in ("never_executed", "not_filled") \
+                and self.position is not None and order.cloid in self.position.protective_cloids:
+            self._schedule_protective_repair()  # that level does not rest: place it again
         if record is None:
             return
         try:
@@ -691,47 +699,82 @@ class TradingBot:
 
     def _place_protective(self, keep: tuple[str, ...] = ()) -> None:
         """Exchange-side SL/TP trigger orders: the backstop while the bot is down. `keep`: cloids
-        of ours still resting; only the levels they do not cover are placed."""
-        from signing import round_price
+        of ours still resting (or in doubt); only the levels they do not cover are placed. A level
+        not placed is tried again later (`_protective_timer`)."""
         pos = self.position
         if pos is None or not self.settings.trading.exits_on_exchange or self.paper:
             return
         levels = self.exit_rules.levels(pos.side, pos.entry_px)
         cloids = list(keep)
         covered = {record.purpose for record in map(self.store.order, keep) if record is not None}
+        missing = False
         for tpsl, key in (("sl", "stop_loss"), ("tp", "take_profit")):
             level = levels.get(key)
             if level is None or tpsl in covered:
                 continue
-            cloid = new_cloid()
-            try:
-                px = round_price(level, self._meta.sz_decimals)
-                # Saved before sending, like every order: a crash before the position (with this
-                # cloid) is saved would otherwise leave a stop no later run knows about, to fire on a
-                # later position at a stale level. The next start finds it by cloid and cancels it.
-                record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if pos.is_buy_to_close else "sell",
-                                         size=pos.size, limit_px=px, reduce_only=True, purpose=tpsl,
-                                         created_ms=self.now_ms())
-                self.store.save_order(record)
-                results = self.exchange.trigger_order(self.symbol, pos.is_buy_to_close, pos.size, px, tpsl,
-                                                      is_market=True, reduce_only=True, cloid=cloid)
-            except ValueError as exc:
-                log.error("exchange-side %s not placed: %s", tpsl, exc)
-                continue
-            except HyperliquidError as exc:
-                # Maybe placed, maybe not: keep the cloid so closing the position cancels it anyway
-                # (canceling a cloid that never made it is harmless); the next start asks the exchange.
-                log.error("exchange-side %s: result unknown (%s); tracked by cloid %s", tpsl, exc, cloid)
+            cloid = self._place_trigger(pos, tpsl, level)
+            if cloid is None:
+                missing = True
+            else:
                 cloids.append(cloid)
-                continue
-            if results and results[0].kind == "error":
-                self.store.save_order(record.rejected(results[0].message or "rejected", self.now_ms()))
-                log.error("exchange-side %s rejected: %s", tpsl, results[0].message)
-                continue
-            self.store.save_order(record.to("resting", self.now_ms(), oid=results[0].oid if results else None))
-            cloids.append(cloid)
-            log.info("exchange-side %s placed at %s (cloid %s)", tpsl, px, cloid)
         pos.protective_cloids = tuple(cloids)
+        if missing:
+            self._schedule_protective_repair()
+        else:
+            self.protective_failures = 0
+
+    def _place_trigger(self, pos: OpenPosition, tpsl: str, level: Decimal) -> str | None:
+        """Place one reduce-only trigger order; its cloid if it rests or may rest, None if not."""
+        from signing import round_price
+        cloid = new_cloid()
+        try:
+            px = round_price(level, self._meta.sz_decimals)
+        except ValueError as exc:
+            log.error("exchange-side %s not placed: %s", tpsl, exc)
+            return None
+        # Saved before sending, like every order: a crash before the position (with this cloid) is
+        # saved would otherwise leave a stop no later run knows about, to fire on a later position
+        # at a stale level. The next start finds it by cloid and cancels it.
+        record = OrderRecord.new(cloid=cloid, coin=self.symbol, side="buy" if pos.is_buy_to_close else "sell",
+                                 size=pos.size, limit_px=px, reduce_only=True, purpose=tpsl, created_ms=self.now_ms())
+        self.store.save_order(record)
+        try:
+            results = self.exchange.trigger_order(self.symbol, pos.is_buy_to_close, pos.size, px, tpsl,
+                                                  is_market=True, reduce_only=True, cloid=cloid)
+        except OrderStatusUnknown as exc:
+            # Maybe resting: tracked (closing the position cancels it anyway) and looked up.
+            log.error("exchange-side %s: result unknown (%s); tracked by cloid %s", tpsl, exc, cloid)
+            self._in_doubt(record, exc, pos.size * px)
+            return cloid
+        except HyperliquidError as exc:
+            log.error("exchange-side %s not placed: %s", tpsl, exc)
+            self.store.save_order(record.rejected(f"not executed: {exc}"[:300], self.now_ms()))
+            return None
+        if results[0].kind == "error":
+            self.store.save_order(record.rejected(results[0].message or "rejected", self.now_ms()))
+            log.error("exchange-side %s rejected: %s", tpsl, results[0].message)
+            return None
+        self.store.save_order(record.to("resting", self.now_ms(), oid=results[0].oid))
+        log.info("exchange-side %s placed at %s (cloid %s)", tpsl, px, cloid)
+        return cloid
+
+    def _schedule_protective_repair(self) -> None:
+        self.protective_failures += 1
+        delay_s = min(PROTECTIVE_RETRY_BASE_S * 2 ** (self.protective_failures - 1), PROTECTIVE_RETRY_MAX_S)
+        self.protective_repair_at = self.clock() + delay_s
+        log.warning("exchange-side SL/TP incomplete; trying again in %.0fs", delay_s)
+
+    def _protective_timer(self, now: float) -> None:
+        """Place the exchange-side levels that are missing (not placed, rejected, or found never
+        to have reached the exchange), keeping those that rest or may rest."""
+        pos = self.position
+        if pos is None or not self.protective_repair_at or now < self.protective_repair_at:
+            return
+        self.protective_repair_at = 0.0
+        alive = tuple(c for c in pos.protective_cloids
+                      if (record := self.store.order(c)) is not None and not record.is_terminal)
+        self._place_protective(keep=alive)
+        self.position_dirty = True
 
     def _cancel_protective(self, pos: OpenPosition) -> None:
         self._cancel_cloids(pos.protective_cloids)

@@ -55,6 +55,11 @@ def is_exit(body: dict) -> bool:
     return _ioc(body, reduce_only=True)
 
 
+def is_trigger(tpsl: str) -> Callable[[dict], bool]:
+    return lambda body: (body.get("action") or {}).get("type") == "order" and any(
+        o["t"].get("trigger", {}).get("tpsl") == tpsl for o in body["action"]["orders"])
+
+
 def info_type(kind: str) -> Callable[[dict], bool]:
     return lambda body: body.get("type") == kind
 
@@ -333,5 +338,30 @@ def test_exit_retries_back_off_to_at_most_two_seconds(sim: SimServer, proxy: Fau
         recovered_at = time.monotonic()
         wait_until(lambda: h.bot.position is None, 5, h.step)
         assert time.monotonic() - recovered_at <= trading_bot.EXIT_RETRY_MAX_S + 1.0
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("fault", [Fault.STATUS_BEFORE, Fault.STATUS_AFTER])
+def test_a_stop_loss_in_doubt_is_looked_up_and_placed_again_only_if_it_never_arrived(
+        sim: SimServer, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault) -> None:
+    # A 502 for the exchange-side stop: before forwarding it never arrived (placed again once its
+    # expiresAfter has passed), after forwarding it rests (found by the lookup, not doubled).
+    monkeypatch.setattr(trading_bot, "PROTECTIVE_RETRY_BASE_S", 0.2)
+    rule = proxy.inject("/exchange", fault, status=502, count=1, match=is_trigger("sl"))
+    h = proxied_bot(sim, proxy, tmp_path, trading=EXCHANGE_EXITS)
+    try:
+        open_long(sim, h)
+        wait_until(lambda: rule.hits == 1, 5, h.step)
+        wait_until(lambda: not h.bot.unknown, 10, h.step)
+
+        def resting_stops() -> list[dict]:
+            return [o for o in sim.account(h.bot.address)["open_orders"]
+                    if o.get("cloid") and h.bot.store.order(o["cloid"]).purpose == "sl"]
+        wait_until(lambda: len(resting_stops()) == 1, 10, h.step)
+        for _ in range(20):
+            h.step()
+        (stop,) = resting_stops()  # exactly one: never placed twice
+        assert stop["cloid"] in h.bot.position.protective_cloids
     finally:
         h.close()
