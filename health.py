@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 log = logging.getLogger("health")
 
 LOOP_STALLED_AFTER_S = 5.0  # the loop publishes every 0.25 s while it runs
+UNKNOWN_ORDERS_DEGRADED_AFTER_S = 30.0  # an order in doubt this long: the exchange cannot be asked
 EXIT_FAILURES_DEGRADED = 2  # consecutive failed exits
 STATUS_CODES = {"ok": 200, "fallback": 200, "degraded": 503, "starting": 503}
 SNAPSHOT_FAILED = "health snapshot failed"
@@ -83,6 +84,9 @@ def _reasons(snapshot: Mapping[str, Any], body: Mapping[str, Any]) -> list[str]:
         reasons.append(f"trading loop stalled for {body['loop_age_s']:.1f} s")
     if snapshot["exit_failures"] >= EXIT_FAILURES_DEGRADED:
         reasons.append(f"exits failing: {snapshot['exit_failures']} in a row")
+    unknown_age_s = body.get("oldest_unknown_order_age_s")
+    if unknown_age_s is not None and unknown_age_s > UNKNOWN_ORDERS_DEGRADED_AFTER_S:
+        reasons.append(f"order results unknown for {unknown_age_s:.0f} s")
     if not snapshot["state_writable"]:
         reasons.append(f"state not writable: {snapshot.get('state_error') or 'unknown error'}")
     price_age_s = body["price_age_s"]

@@ -618,7 +618,7 @@ class TradingBot:
         self.unknown.add(UnknownOrder(
             cloid=record.cloid, purpose=record.purpose, is_buy=record.side == "buy", size=record.size,
             notional_usd=notional_usd, created_ms=record.created_ms, expires_after_ms=exc.expires_after_ms,
-            next_lookup_s=first_lookup_s(self.clock())))
+            next_lookup_s=first_lookup_s(self.clock()), since_s=self.clock()))
         self._want_position_check(f"{record.purpose} result unknown")
 
     def _lookup_timer(self, now: float) -> None:
@@ -933,7 +933,7 @@ class TradingBot:
             order = UnknownOrder(cloid=record.cloid, purpose=record.purpose, is_buy=record.side == "buy",
                                  size=record.size, notional_usd=record.size * record.limit_px,
                                  created_ms=record.created_ms, expires_after_ms=sent_by_ms + expiry_ms,
-                                 next_lookup_s=now)
+                                 next_lookup_s=now, since_s=now)
             self.unknown.add(order)
             if record.status != "reserved":
                 log.warning("order %s (%s %s) had no result at the last stop; asking the exchange",
@@ -1048,6 +1048,7 @@ class TradingBot:
             "state_error": self.store.error,
             "handler_errors": self.handler_errors,
             "unknown_orders": len(self.unknown),
+            "oldest_unknown_order_at_s": self.unknown.oldest_since_s(),
             "trades_seen": self.trades_seen,
             "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }

@@ -43,6 +43,7 @@ class UnknownOrder:
     next_lookup_s: float
     lookups: int = 0
     failures: int = 0
+    since_s: float = 0.0  # when it went into doubt (monotonic)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class UnknownOrders:
 
     def has(self, purpose: str) -> bool:
         return any(o.purpose == purpose for o in self.orders.values())
+
+    def oldest_since_s(self) -> float | None:
+        return min((o.since_s for o in self.orders.values()), default=None)
 
     def notional_usd(self, purpose: str) -> Decimal:
         return sum((o.notional_usd for o in self.orders.values() if o.purpose == purpose), Decimal(0))

@@ -53,6 +53,9 @@ def snapshot(**changes: Any) -> dict[str, Any]:
     ({"price_at_s": NOW_S - 10.0}, 200, "ok", []),
     ({"price_at_s": NOW_S - 12.0}, 503, "degraded", ["stale price: 12.0 s old"]),
     ({"current_price": None, "price_at_s": None}, 503, "degraded", ["no price yet"]),
+    ({"unknown_orders": 1, "oldest_unknown_order_at_s": NOW_S - 20.0}, 200, "ok", []),
+    ({"unknown_orders": 2, "oldest_unknown_order_at_s": NOW_S - 42.0}, 503, "degraded",
+     ["order results unknown for 42 s"]),
     ({"published_at_s": NOW_S - 30.0, "exit_failures": 2, "websocket__fallback": True}, 503, "degraded",
      ["trading loop stalled for 30.0 s", "exits failing: 2 in a row"]),
 ])
