@@ -229,13 +229,15 @@ def test_unwritable_state_never_stops_an_exit_and_is_written_when_back(
     h = make_bot(sim, tmp_path)
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None and h.bot.exit_cloid is not None, 10, h.step)
-        order_of_events: list[str] = []
-        real_send, real_save = h.bot.exchange.market_order, h.bot.store.save_position
-        monkeypatch.setattr(h.bot.exchange, "market_order",
-                            lambda *a, **kw: order_of_events.append("sent") or real_send(*a, **kw))
-        monkeypatch.setattr(h.bot.store, "save_position",
-                            lambda *a, **kw: order_of_events.append("saved") or real_save(*a, **kw))
+        wait_until(lambda: h.bot.position is not None and h.bot.exit_cloid is not None and h.store.fills(), 10, h.step)
+        order_of_events: list[str] = []  # from here on: the exit's story
+
+        def spy(owner: Any, name: str, what: str) -> None:
+            real = getattr(owner, name)
+            monkeypatch.setattr(owner, name, lambda *a, **kw: order_of_events.append(what) or real(*a, **kw))
+        spy(h.bot.exchange, "market_order", "sent")
+        for write in ("save_position", "clear_position", "save_order", "record_fill"):
+            spy(h.bot.store, write, write)
         refuse_writes(h, True)
         sim.set_price("BTC", "52600")  # a new high through the 5 % take-profit, in one print
         wait_until(lambda: h.bot.position is None, 5, h.step)
