@@ -1,9 +1,11 @@
 """The long crash test: `.venv/bin/python bench/crash.py --kills 200 [--seed N] [--keep DIR]`.
 
 Same harness and checks as tests/integration/test_crash.py (tests/integration/crashlib.py), many
-more kills. Prints a progress line per run and a summary; exits 1 if any check failed. Logs, configs
-and the bot's state of every run are kept (in a temporary directory, or --keep DIR) when a check
-fails, for the post-mortem.
+more kills, about a third of them (--fault-share) with bad answers to some orders (502, reset,
+dribble) from a fault proxy. Prints a progress line per run and a summary (with the faulted runs
+and the bad answers injected, per kind); exits 1 if any check failed. Logs, configs and the bot's
+state of every run are kept (in a temporary directory, or --keep DIR) when a check fails, for the
+post-mortem.
 """
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--min-wait", type=float, default=0.3, help="shortest timer kill, seconds after spawn")
     p.add_argument("--max-wait", type=float, default=2.0, help="longest timer kill, seconds after spawn")
+    p.add_argument("--fault-share", type=float, default=1 / 3,
+                   help="share of the seeded runs whose order answers are mangled (0: none after the fixed tour)")
     p.add_argument("--keep", type=Path, default=None, help="keep logs and state in this directory")
     p.add_argument("--quiet", action="store_true", help="no per-run lines")
     args = p.parse_args(argv)
     # A SIGKILL mid-request makes aiohttp log "Error handling request ... Connection lost" with a
     # traceback on the simulator side: expected here, and noise in the summary.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    settings = CrashSettings(kills=args.kills, seed=args.seed, min_wait_s=args.min_wait, max_wait_s=args.max_wait)
+    settings = CrashSettings(kills=args.kills, seed=args.seed, min_wait_s=args.min_wait, max_wait_s=args.max_wait,
+                             fault_share=args.fault_share)
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     where = args.keep or Path(tempfile.mkdtemp(prefix="hlbot-crash-"))
     where.mkdir(parents=True, exist_ok=True)
@@ -41,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(where, ignore_errors=True)  # kept on failure, for the post-mortem
         where = None
     print()
-    print(f"crash test: {args.kills} kills, seed {args.seed}")
+    print(f"crash test: {args.kills} kills, seed {args.seed}, answer faults on ~{args.fault_share:.0%} of the "
+          "seeded runs")
     print(report.summary())
     if where is not None:
         print(f"logs and state: {where}")

@@ -2,11 +2,14 @@
 
 Owns: running `trading_bot.py` as a subprocess (strategy `always_long`, tight exits, exchange-side
 SL/TP on) against a `SimServer` that lives in *this* process and outlives every bot; killing each
-bot at a seeded moment; recording, inside the simulator, every change of the bot account's
-position and stop cover; and the checks that prove nothing was lost, doubled or left naked.
+bot at a seeded moment; mangling the answers to some runs' orders (a `FaultProxy`, also in this
+process, between those bots and the simulator); recording, inside the simulator, every change of
+the bot account's position and stop cover; and the checks that prove nothing was lost, doubled or
+left naked.
 Used by tests/integration/test_crash.py (short, in `make test`) and bench/crash.py (long).
 Must not: change how the bot or the simulator behave (it only wraps the engine to observe it and
-to fire a kill at an exact order; the engine's answers are untouched).
+to fire a kill at an exact order; the engine's answers are untouched: the proxy mangles an answer
+only after the simulator has executed the order, as a bad exchange or network would).
 
 How a run ends (the first six walk a fixed tour of order windows, then a seeded RNG picks):
 - `timer`: SIGKILL after a random 0.3–2 s from spawn (often mid start-up or mid reconciliation);
@@ -15,6 +18,19 @@ How a run ends (the first six walk a fixed tour of order windows, then a seeded 
 - `after-order`: SIGKILL a few ms after the run's n-th order was booked (between an entry fill
   and its stop, between stop and take-profit, before the position is saved, ...).
 `in-flight`/`after-order` runs that send no n-th order fall back to a timer.
+
+Answer faults (after the opening six, a fixed tour of three, then about a third of the runs by
+the seeded RNG): the run's REST traffic goes through a `FaultProxy` (its WebSocket still goes to
+the simulator) that forwards every request, so each order executes, and then answers some of the
+run's orders (the n-th order action, or each of a seeded set) badly:
+- `STATUS_AFTER 502`: an HTML 502 instead of the exchange's answer;
+- `DROP_AFTER`: the connection reset, no answer at all;
+- `DRIBBLE`: the real answer, one byte every `dribble_interval_s`: every read gets a byte, so only
+  the bot's total deadline (`api.exchange_timeout_s`) cuts it off.
+The bot must take each as "unknown" and settle it by cloid; a faulted run gets `fault_extra_s`
+more time, so that it may be killed (as above) while the order is in doubt or after it settled.
+All runs use short deadlines and expiry (`api_timeout_s`, `order_expires_after_s`) so that an
+unknown order settles within a run; the report counts faulted runs and injected answers per kind.
 
 The checks (`CrashRun.check`), after a final clean run (feed paused so nothing can trade once it
 stops, SIGTERM once it is quiet):
@@ -60,6 +76,7 @@ if str(ROOT) not in sys.path:
 
 from hyperliquid_sim import SimConfig, SimServer  # noqa: E402
 from signing import L1Signer  # noqa: E402
+from tests.faultproxy import Fault, FaultProxy  # noqa: E402
 
 KEY_ENV = "HLBOT_CRASH_TEST_KEY"
 TEST_KEY = "0x" + "c0ffee00" * 8  # a fixed throwaway key: the account must survive restarts
@@ -83,12 +100,61 @@ class CrashSettings:
     naked_limit_s: float = 1.0       # longest naked stretch a live, reconciled bot may leave
     start_timeout_s: float = 20.0    # final run: time allowed to get through start-up
     quiet_s: float = 2.5             # final run: no change for this long before SIGTERM
+    fault_share: float = 1 / 3       # share of the RNG-planned runs whose order answers are mangled
+    fault_extra_s: float = 3.0       # more time for a faulted run: a lookup settles ~2 s after the answer
+    dribble_interval_s: float = 0.05  # DRIBBLE: a byte this often, far below the deadline (the answer takes seconds)
+    api_timeout_s: float = 1.0       # api.exchange_timeout_s and api.info_timeout_s of every run
+    order_expires_after_s: float = 1.0  # api.order_expires_after_s of every run
+
+
+# The answer faults, by the name the report gives them (all forward first: the order executes).
+FAULTS = {"STATUS_AFTER 502": Fault.STATUS_AFTER, "DROP_AFTER": Fault.DROP_AFTER, "DRIBBLE": Fault.DRIBBLE}
+FAULT_KINDS = tuple(FAULTS)
+
+
+@dataclass(frozen=True)
+class AnswerFault:
+    """Bad answers to some of a run's orders: `kind` (one of FAULT_KINDS) on the run's order actions
+    numbered `orders` (1 = the first order action the run sends)."""
+
+    kind: str
+    orders: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on order {','.join(map(str, self.orders))}"
+
+
+class OrderNumbers:
+    """A FaultProxy `match`: counts a run's order actions as they arrive and accepts the listed ones.
+    (Other /exchange actions, like the leverage at start or a cancel, pass and are not counted.)"""
+
+    def __init__(self, orders: tuple[int, ...]) -> None:
+        self.orders = frozenset(orders)
+        self.seen = 0
+
+    def __call__(self, body: dict[str, Any]) -> bool:
+        action = body.get("action")
+        if not isinstance(action, dict) or action.get("type") != "order":
+            return False
+        self.seen += 1
+        return self.seen in self.orders
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    name: str                       # timer, in-flight, after-order
+    wait_s: float                   # SIGKILL this long after spawn, if the order kill has not fired
+    nth: int = 0                    # in-flight / after-order: the run's order that fires the kill
+    delay_s: float = 0.0            # after-order: how long after it was booked
+    fault: AnswerFault | None = None
 
 
 @dataclass
 class RunRecord:
     index: int
     plan: str
+    fault: AnswerFault | None = None
+    fault_hits: int = 0             # answers the proxy actually mangled in this run
     pid: int = 0
     started_ns: int = 0
     ended_ns: int = 0
@@ -115,6 +181,8 @@ class CrashReport:
     open_orders: int
     elapsed_s: float
     plans: dict[str, int] = field(default_factory=dict)
+    fault_runs: dict[str, int] = field(default_factory=dict)   # kind -> runs planned with it
+    fault_hits: dict[str, int] = field(default_factory=dict)   # kind -> answers mangled (rule hits)
 
     @property
     def kills(self) -> int:
@@ -133,6 +201,9 @@ class CrashReport:
             f"duplicate cloids refused: {self.duplicate_cloid_refusals}",
             f"naked stretches (position without a stop): {self.naked_stretches}, longest {self.longest_naked_s:.3f}s, "
             f"most bot starts within one: {self.most_starts_while_naked}",
+            "answer faults (runs, bad answers injected): " + "; ".join(
+                f"{kind} {self.fault_runs.get(kind, 0)}, {self.fault_hits.get(kind, 0)}" for kind in FAULT_KINDS)
+            + f"; killed runs without: {sum(1 for r in self.runs if r.fault is None and r.plan != 'final')}",
             f"final position: {self.final_position}; open orders: {self.open_orders}",
             f"elapsed: {self.elapsed_s:.1f}s",
             f"violations: {len(self.violations)}",
@@ -349,6 +420,7 @@ class CrashRun:
         self.state_path = self.workdir / "state" / "bot.db"
         self.runs: list[RunRecord] = []
         self.sim: SimServer | None = None
+        self.proxy: FaultProxy | None = None
         self.recorder: ExchangeRecorder | None = None
         self.started = 0.0
         self.finished = 0.0
@@ -361,20 +433,26 @@ class CrashRun:
         self.sim = SimServer(SimConfig(port=0, seed=s.seed, trade_rate_hz=s.trade_rate_hz, volatility=s.volatility,
                                        start_prices={COIN: Decimal("50000")}))
         self.sim.start()
+        self.proxy = FaultProxy(upstream=self.sim.rest_url)
+        self.proxy.start()
         self.recorder = ExchangeRecorder(self.sim, self.address)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.sim is not None:
             self.sim.stop()
 
-    def _config(self, index: int) -> Path:
+    def _config(self, index: int, proxied: bool) -> Path:
         s = self.settings
-        assert self.sim is not None
+        assert self.sim is not None and self.proxy is not None
         doc = {
             "network": "local", "dry_run": False, "symbol": COIN,
-            "api": {"rest_url": self.sim.rest_url},
+            "api": {"rest_url": self.proxy.url if proxied else self.sim.rest_url, "ws_url": self.sim.ws_url,
+                    "exchange_timeout_s": s.api_timeout_s, "info_timeout_s": s.api_timeout_s,
+                    "order_expires_after_s": s.order_expires_after_s},
             "websocket": {"enabled": True, "reconnect_interval": 0.1, "max_backoff": 0.5, "stale_after": 1.0,
                           "fallback_poll_interval": 0.2, "data_timeout": 2.0, "ping_interval": 1.0,
                           "pong_timeout": 1.0, "subscribe_timeout": 1.0},
@@ -395,12 +473,12 @@ class CrashRun:
     def log_path(self, index: int) -> Path:
         return self.workdir / "logs" / f"run-{index:04d}.log"
 
-    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+    def _spawn(self, index: int, proxied: bool = False) -> subprocess.Popen[bytes]:
         env = dict(os.environ, **{KEY_ENV: TEST_KEY})
         stderr = open(self.workdir / "logs" / f"run-{index:04d}.stderr", "wb")
         try:
             return subprocess.Popen([sys.executable, str(ROOT / "trading_bot.py"), "--config",
-                                     str(self._config(index))], cwd=ROOT, env=env,
+                                     str(self._config(index, proxied))], cwd=ROOT, env=env,
                                     stdout=subprocess.DEVNULL, stderr=stderr)
         finally:
             stderr.close()
@@ -410,22 +488,41 @@ class CrashRun:
     # it and dies just after booking the new stop, before the take-profit or the save; and so on.
     OPENING = (("in-flight", 1, 0.0), ("after-order", 1, 0.002), ("in-flight", 2, 0.0),
                ("after-order", 2, 0.002), ("in-flight", 3, 0.0), ("after-order", 3, 0.03))
+    # Then one run per answer fault, each on the run's first order (an entry when flat, else an SL/TP
+    # or an exit), so that the short test injects every kind. On a flat account: the 502'd entry is
+    # adopted and the run dies in flight on the stop it places; the dribbled one dies just after its
+    # take-profit is booked, before the lookup settles the entry (the next start does); the dropped
+    # one lives until the lookup has settled it (about 2 s after the answer).
+    FAULT_TOUR = (("in-flight", 2, 0.0, "STATUS_AFTER 502"), ("after-order", 3, 0.01, "DRIBBLE"),
+                  ("timer", 0, 0.0, "DROP_AFTER"))
 
-    def _plan(self, index: int) -> tuple[str, float, int, float]:
-        """(name, timer_s, nth order, delay_s) for killed run `index`."""
+    def _plan(self, index: int) -> RunPlan:
         s, r = self.settings, self.rng
-        wait = r.uniform(s.min_wait_s, s.max_wait_s)
-        roll = r.random()
-        fallback = s.max_wait_s + 1.0
         if index < len(self.OPENING):  # patient: these must reach their order even on a loaded machine
             name, nth, delay_s = self.OPENING[index]
-            return name, 6.0, nth, delay_s
+            return RunPlan(name, 6.0, nth, delay_s)
+        tour = index - len(self.OPENING)
+        if tour < len(self.FAULT_TOUR):
+            name, nth, delay_s, kind = self.FAULT_TOUR[tour]
+            return RunPlan(name, 3.5 if name == "timer" else 5.0, nth, delay_s, AnswerFault(kind, (1,)))
+        fault = None
+        if r.random() < s.fault_share:
+            kind = r.choice(FAULT_KINDS)
+            if r.random() < 0.5:
+                orders: tuple[int, ...] = (r.randint(1, 3),)
+            else:  # each of the run's first six orders with a probability
+                orders = tuple(n for n in range(1, 7) if r.random() < 0.4) or (1,)
+            fault = AnswerFault(kind, orders)
+        extra_s = s.fault_extra_s if fault is not None else 0.0
+        wait = r.uniform(s.min_wait_s, s.max_wait_s + extra_s)
+        roll = r.random()
+        fallback = s.max_wait_s + 1.0 + extra_s
         if roll < 0.5:
-            return "timer", wait, 0, 0.0
+            return RunPlan("timer", wait, fault=fault)
         nth = r.randint(1, 3)
         if roll < 0.75:
-            return "in-flight", fallback, nth, 0.0
-        return "after-order", fallback, nth, r.uniform(0.002, 0.08)
+            return RunPlan("in-flight", fallback, nth, fault=fault)
+        return RunPlan("after-order", fallback, nth, r.uniform(0.002, 0.08), fault)
 
     def run(self) -> None:
         assert self.sim is not None and self.recorder is not None
@@ -436,10 +533,15 @@ class CrashRun:
         self.finished = time.monotonic()
 
     def _killed_run(self, index: int) -> None:
-        assert self.recorder is not None
-        plan, wait_s, nth, delay_s = self._plan(index)
-        record = RunRecord(index=index, plan=plan)
-        proc = self._spawn(index)
+        assert self.recorder is not None and self.proxy is not None
+        p = self._plan(index)
+        plan, wait_s, nth, delay_s = p.name, p.wait_s, p.nth, p.delay_s
+        record = RunRecord(index=index, plan=plan, fault=p.fault)
+        rule = None
+        if p.fault is not None:
+            rule = self.proxy.inject("/exchange", FAULTS[p.fault.kind], status=502, count=None,
+                                     match=OrderNumbers(p.fault.orders), interval_s=self.settings.dribble_interval_s)
+        proc = self._spawn(index, proxied=rule is not None)
         record.pid, record.started_ns = proc.pid, time.time_ns()
         self.recorder.arm((lambda: proc.send_signal(signal.SIGKILL)) if nth else None, nth, delay_s)
         deadline = time.monotonic() + wait_s
@@ -454,11 +556,15 @@ class CrashRun:
             proc.send_signal(signal.SIGKILL)  # no-op if the simulator already killed it
         record.returncode = proc.wait()
         record.ended_ns = time.time_ns()
+        if rule is not None:  # the bot is gone: the next run gets its own rule (or none)
+            self.proxy.clear(rule)
+            record.fault_hits = rule.hits
         if nth and not plan_fired:
             record.plan = f"{plan} (no order {nth}: timer)"
         record.reconciled_ns = self._reconciled_at(index)
         self.runs.append(record)
-        self.log(f"run {index}: {record.plan}, {record.orders} order(s), "
+        fault_note = f", {record.fault}: {record.fault_hits} bad answer(s)" if record.fault else ""
+        self.log(f"run {index}: {record.plan}, {record.orders} order(s){fault_note}, "
                  f"{'reconciled' if record.reconciled_ns else 'killed in start-up'}, rc {record.returncode}")
 
     def _reconciled_at(self, index: int) -> int | None:
@@ -601,6 +707,11 @@ class CrashRun:
             violations.append("(e) the final run never finished start-up reconciliation")
 
         plans = Counter(r.plan.split(" ")[0] for r in self.runs if r.plan != "final")
+        fault_runs: Counter[str] = Counter(r.fault.kind for r in self.runs if r.fault is not None)
+        fault_hits: Counter[str] = Counter()
+        for r in self.runs:
+            if r.fault is not None:
+                fault_hits[r.fault.kind] += r.fault_hits
         return CrashReport(
             runs=self.runs, violations=violations, fills=len(sim_fills), journal_fills=len(journal),
             order_requests=len(order_requests), orders_accepted=sum(accepted.values()),
@@ -609,7 +720,8 @@ class CrashRun:
             most_starts_while_naked=max((sum(1 for r in self.runs if a < r.started_ns < b) for a, b in stretches),
                                         default=0),
             final_position=sim_szi,
-            open_orders=len(account["open_orders"]), elapsed_s=self.finished - self.started, plans=dict(plans))
+            open_orders=len(account["open_orders"]), elapsed_s=self.finished - self.started, plans=dict(plans),
+            fault_runs=dict(fault_runs), fault_hits=dict(fault_hits))
 
 
 def crash_session(settings: CrashSettings, workdir: Path, log: Callable[[str], None] | None = None) -> CrashReport:

@@ -6,6 +6,12 @@ key, so every run trades the same account. Each run is killed at a seeded moment
 the answer), or a few ms after it (between an entry fill and its stop, before the position is
 saved). A final run reconciles and is stopped with SIGTERM.
 
+Some runs also get bad answers: their REST traffic goes through tests/faultproxy.py, which lets
+each order reach the simulator (it executes) and then answers some of the run's orders with a
+502, a reset connection, or the real answer dribbled a byte every 50 ms (cut off by the bot's
+1 s total deadline). A fixed tour (runs 6-8) covers each kind on the run's first order, then
+about a third of the runs get one by the seeded RNG.
+
 What passing proves (each check is spelled out in tests/integration/crashlib.py):
 (a) the journal holds every fill the exchange booked for the account exactly once, and nothing else;
 (b) no cloid was accepted twice and no entry was sent on top of an open position;
@@ -20,10 +26,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.crashlib import CrashSettings, crash_session
+from tests.integration.crashlib import FAULT_KINDS, CrashSettings, crash_session
 
 
-def test_sigkill_20_times_loses_nothing_doubles_nothing_leaves_no_naked_position(tmp_path: Path) -> None:
+def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_no_naked_position(
+        tmp_path: Path) -> None:
     report = crash_session(CrashSettings(kills=20, seed=11), tmp_path)
     print(report.summary())
     assert report.kills >= 20
@@ -33,3 +40,5 @@ def test_sigkill_20_times_loses_nothing_doubles_nothing_leaves_no_naked_position
     assert report.entries >= 2 and report.reconciled_runs >= 5, report.summary()
     # Run 0 dies with its entry booked and no stop yet: a naked position that the next start must cover.
     assert report.most_starts_while_naked >= 1, report.summary()
+    # Every kind of bad answer did reach the bot at least once (rule hits, not just planned runs).
+    assert all(report.fault_hits.get(kind, 0) >= 1 for kind in FAULT_KINDS), report.summary()
