@@ -81,6 +81,22 @@ class StrategySettings:
 
 
 @dataclass(frozen=True)
+class MarketSettings:
+    """One traded coin: its own exits, sizing, leverage and strategy (the top-level `trading`
+    and `strategy` sections are the defaults each market may override key by key)."""
+    coin: str
+    trading: TradingSettings
+    strategy: StrategySettings
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """Account-wide limits across all markets, checked before every entry (None: no limit)."""
+    max_open_positions: int | None = None
+    max_total_position_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class HealthSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -130,7 +146,16 @@ class Settings:
     state: StateSettings = StateSettings()
     account: AccountSettings = AccountSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    risk: RiskSettings = RiskSettings()
+    markets: tuple[MarketSettings, ...] = ()  # filled by the loader: `symbol` alone is one market
     source: str = ""  # the file these settings came from
+
+    @property
+    def coins(self) -> tuple[str, ...]:
+        return tuple(m.coin for m in self.markets)
+
+    def market(self, coin: str) -> MarketSettings:
+        return next(m for m in self.markets if m.coin == coin)
 
     @property
     def rest_url(self) -> str | None:
@@ -186,16 +211,18 @@ def _is_number(value: Any) -> bool:
 
 
 def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = True,
-           integer: bool = False) -> Check:
+           integer: bool = False, optional: bool = False) -> Check:
     kind = "an integer" if integer else "a number"
     parts = []
     if lo is not None:
         parts.append(f"{'>' if lo_open else '>='} {lo:g}")
     if hi is not None:
         parts.append(f"<= {hi:g}")
-    expectation = f"{kind} {' and '.join(parts)}".strip()
+    expectation = f"{kind} {' and '.join(parts)}".strip() + (" or null" if optional else "")
 
     def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
         if not _is_number(value) or (integer and not isinstance(value, int)):
             raise _Bad(expectation)
         if isinstance(value, float) and not math.isfinite(value):
@@ -329,6 +356,10 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "private_key_env": env_name,
         "private_key_file": text(optional=True),
     }),
+    "risk": (RiskSettings, {
+        "max_open_positions": number(1, 1000, lo_open=False, integer=True, optional=True),
+        "max_total_position_usd": decimal(0, optional=True),
+    }),
     "simulator": (SimulatorSettings, {
         "seed": number(0, None, lo_open=False, integer=True),
         "trade_rate_hz": number(0, 10_000),
@@ -368,7 +399,7 @@ def settings_from_dict(raw: Any, source: str = "") -> Settings:
     """Validate a parsed config document and build `Settings` (raises ConfigError)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the config must be an object of settings, got {_show(raw)}")
-    known = set(TOP_LEVEL) | set(SECTIONS)
+    known = set(TOP_LEVEL) | set(SECTIONS) | {"markets"}
     for key in raw:
         if not isinstance(key, str) or key not in known:
             secret = isinstance(key, str) and any(s in key.lower() for s in _SECRET_LOOKING)
@@ -390,52 +421,110 @@ def settings_from_dict(raw: Any, source: str = "") -> Settings:
             body = {}
         if not isinstance(body, dict):
             raise _fail(section, "an object", body)
-        kwargs: dict[str, Any] = {}
-        for key, value in body.items():
-            dotted = f"{section}.{key}"
-            if key not in checks:
-                secret = isinstance(key, str) and any(s in key.lower() for s in _SECRET_LOOKING)
-                if secret:
-                    raise ConfigError(f"{dotted} is not allowed: private keys never go in the config; "
-                                      "set account.private_key_env or account.private_key_file")
-                raise ConfigError(f"{dotted} is not a known setting; expected one of: "
-                                  + ", ".join(sorted(checks)))
-            try:
-                kwargs[key] = checks[key](value)
-            except _Bad as bad:
-                raise _fail(dotted, bad.expectation, value) from None
-        values[section] = cls(**kwargs)
+        values[section] = _section(section, cls, checks, body)
     settings = Settings(**values)
+    settings = replace(settings, markets=_markets(raw, settings))
     _check_cross_fields(settings)
     return settings
 
 
+def _section(section: str, cls: type, checks: Mapping[str, Check], body: Mapping[str, Any],
+             base: Any = None) -> Any:
+    """One section's object: every key checked; keys not given come from `base` (or the defaults)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in body.items():
+        dotted = f"{section}.{key}"
+        if key not in checks:
+            secret = isinstance(key, str) and any(s in key.lower() for s in _SECRET_LOOKING)
+            if secret:
+                raise ConfigError(f"{dotted} is not allowed: private keys never go in the config; "
+                                  "set account.private_key_env or account.private_key_file")
+            raise ConfigError(f"{dotted} is not a known setting; expected one of: " + ", ".join(sorted(checks)))
+        try:
+            kwargs[key] = checks[key](value)
+        except _Bad as bad:
+            raise _fail(dotted, bad.expectation, value) from None
+    return replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+_MARKET_SECTIONS = ("trading", "strategy")
+
+
+def _markets(raw: Mapping[str, Any], s: Settings) -> tuple[MarketSettings, ...]:
+    """`markets: {COIN: {trading: {...}, strategy: {...}}}`, each over the top-level defaults;
+    without it, `symbol` is the one market."""
+    if "markets" not in raw:
+        return (MarketSettings(s.symbol, s.trading, s.strategy),)
+    if "symbol" in raw:
+        raise ConfigError(f"markets and symbol: give one of the two (symbol is shorthand for one market), "
+                          f"got symbol {_show(raw['symbol'])} and markets")
+    body = raw["markets"]
+    if not isinstance(body, dict) or not body:
+        raise _fail("markets", "an object of at least one coin, e.g. {\"BTC\": {}, \"ETH\": {}}", body)
+    out = []
+    for name, market in body.items():
+        try:
+            coin_name = coin(name)
+        except _Bad as bad:
+            raise _fail("markets", f"keys that are coin names ({bad.expectation})", name) from None
+        out.append(_market(coin_name, market, s))
+    return tuple(out)
+
+
+def _market(coin_name: str, body: Any, s: Settings) -> MarketSettings:
+    where = f"markets.{coin_name}"
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise _fail(where, "an object with trading and/or strategy", body)
+    for key in body:
+        if key not in _MARKET_SECTIONS:
+            raise ConfigError(f"{where}.{key} is not a known setting; expected one of: trading, strategy")
+    parts = {}
+    for section in _MARKET_SECTIONS:
+        part = body.get(section) or {}
+        if not isinstance(part, dict):
+            raise _fail(f"{where}.{section}", "an object", part)
+        cls, checks = SECTIONS[section]
+        parts[section] = _section(f"{where}.{section}", cls, checks, part, base=getattr(s, section))
+    return MarketSettings(coin_name, parts["trading"], parts["strategy"])
+
+
 def _check_cross_fields(s: Settings) -> None:
-    ws, tr = s.websocket, s.trading
+    ws = s.websocket
     if ws.max_backoff < ws.reconnect_interval:
         raise ConfigError(f"websocket.max_backoff must be >= websocket.reconnect_interval "
                           f"({ws.reconnect_interval:g}), got {ws.max_backoff:g}")
     if ws.ping_interval + ws.pong_timeout >= 60:
         raise ConfigError("websocket.pong_timeout must keep ping_interval + pong_timeout < 60 "
                           f"(the server drops a connection silent for 60 s), got {ws.pong_timeout:g}")
-    if tr.max_position_usd < tr.order_size_usd:
-        raise ConfigError(f"trading.max_position_usd must be >= trading.order_size_usd "
-                          f"({tr.order_size_usd}), got {tr.max_position_usd}")
-    if tr.stop_loss_pct is None and tr.trailing_stop_pct is None:
-        raise ConfigError("trading.stop_loss_pct must be set when trading.trailing_stop_pct is null "
-                          "(a position needs at least one stop), got null")
-    if tr.stop_loss_pct is not None and tr.stop_loss_pct * tr.leverage >= 100:
-        raise ConfigError(f"trading.stop_loss_pct must be below 100 / leverage ({100 / tr.leverage:g}) "
-                          f"or the stop sits past liquidation, got {tr.stop_loss_pct}")
+    single = len(s.markets) == 1 and s.markets[0].coin == s.symbol
+    for market in s.markets:
+        prefix = "" if single else f"markets.{market.coin}."
+        _check_market(s, market, prefix)
     if s.network != "local" and s.api.rest_url and s.api.rest_url.startswith("http://") \
             and not s.api.rest_url.startswith(("http://127.", "http://localhost")):
         raise ConfigError(f"api.rest_url must use https for network {s.network}, got {_show(s.api.rest_url)}")
-    if s.strategy.name == "always_long" and s.network == "mainnet" and not s.dry_run:
-        raise ConfigError('strategy.name "always_long" is a demo (it buys whenever flat): not with real money; '
-                          'use it on local or testnet, or set dry_run: true, got "always_long" on mainnet')
     if s.api.ws_url and not s.api.rest_url:
         raise ConfigError(f"api.rest_url must be set when api.ws_url is set, got {_show(s.api.ws_url)} "
                           "for ws_url alone")
+
+
+def _check_market(s: Settings, market: MarketSettings, prefix: str) -> None:
+    tr = market.trading
+    if tr.max_position_usd < tr.order_size_usd:
+        raise ConfigError(f"{prefix}trading.max_position_usd must be >= trading.order_size_usd "
+                          f"({tr.order_size_usd}), got {tr.max_position_usd}")
+    if tr.stop_loss_pct is None and tr.trailing_stop_pct is None:
+        raise ConfigError(f"{prefix}trading.stop_loss_pct must be set when trading.trailing_stop_pct is null "
+                          "(a position needs at least one stop), got null")
+    if tr.stop_loss_pct is not None and tr.stop_loss_pct * tr.leverage >= 100:
+        raise ConfigError(f"{prefix}trading.stop_loss_pct must be below 100 / leverage ({100 / tr.leverage:g}) "
+                          f"or the stop sits past liquidation, got {tr.stop_loss_pct}")
+    if market.strategy.name == "always_long" and s.network == "mainnet" and not s.dry_run:
+        raise ConfigError(f'{prefix}strategy.name "always_long" is a demo (it buys whenever flat): not with '
+                          'real money; use it on local or testnet, or set dry_run: true, got "always_long" '
+                          'on mainnet')
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
@@ -519,10 +608,13 @@ def resolved_view(settings: Settings, key_present: bool) -> dict[str, Any]:
             return float(obj)
         if isinstance(obj, Mapping):
             return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, (tuple, list)):
+            return [plain(v) for v in obj]
         return obj
 
     view = plain(settings)
     view.pop("source", None)
+    view["markets"] = {m.coin: {"trading": plain(m.trading), "strategy": plain(m.strategy)} for m in settings.markets}
     view["resolved"] = {
         "rest_url": settings.rest_url or "(embedded simulator)",
         "ws_url": settings.ws_url or "(embedded simulator)",
@@ -535,3 +627,9 @@ def resolved_view(settings: Settings, key_present: bool) -> dict[str, Any]:
 def with_dry_run(settings: Settings) -> Settings:
     """`--dry-run`: force paper trading whatever the config says."""
     return replace(settings, dry_run=True)
+
+
+def market_of(coin_name: str, trading: TradingSettings | None = None,
+              strategy: StrategySettings | None = None) -> MarketSettings:
+    """A market with the given (or default) settings: for tests and tools."""
+    return MarketSettings(coin_name, trading or TradingSettings(), strategy or StrategySettings())

@@ -19,6 +19,15 @@ EXAMPLE_YAML = ROOT / "config" / "config.example.yaml"
 
 # (name, config document, key the message must name, a word the message must contain)
 BAD_CONFIGS = [
+    ("symbol and markets", {"symbol": "BTC", "markets": {"ETH": {}}}, "markets", "one of the two"),
+    ("markets empty", {"markets": {}}, "markets", "at least one coin"),
+    ("market not an object", {"markets": {"BTC": 3}}, "markets.BTC", "an object"),
+    ("market unknown section", {"markets": {"BTC": {"risk": {}}}}, "markets.BTC.risk", "not a known setting"),
+    ("market bad trading key", {"markets": {"BTC": {"trading": {"leverage": 0}}}}, "markets.BTC.trading.leverage",
+     "integer"),
+    ("market cross rule", {"markets": {"BTC": {}, "ETH": {"trading": {"stop_loss_pct": 40, "leverage": 3}}}},
+     "markets.ETH.trading.stop_loss_pct", "liquidation"),
+    ("risk max positions", {"risk": {"max_open_positions": 0}}, "risk.max_open_positions", "integer >= 1"),
     ("unknown top key", {"symbl": "BTC"}, "symbl", "not a known setting"),
     ("unknown section key", {"websocket": {"enable": True}}, "websocket.enable", "not a known setting"),
     ("key in config", {"account": {"private_key": "0x" + "1" * 64}}, "account.private_key", "never go in the config"),
@@ -194,3 +203,24 @@ def test_check_config_masks_the_key(tmp_path: Path) -> None:
     assert "set (hidden)" in result.stdout
     shown = json.loads(result.stdout)
     assert shown["websocket"]["enabled"] is True
+
+
+def test_markets_override_the_defaults_key_by_key() -> None:
+    s = settings_from_dict({
+        "trading": {"order_size_usd": 100, "leverage": 3},
+        "strategy": {"name": "ema_cross", "params": {"fast": 9, "slow": 21}},
+        "markets": {"BTC": {}, "ETH": {"trading": {"order_size_usd": 50}, "strategy": {"name": "always_long"}}},
+        "risk": {"max_open_positions": 2, "max_total_position_usd": 500},
+    })
+    assert s.coins == ("BTC", "ETH")
+    btc, eth = s.market("BTC"), s.market("ETH")
+    assert btc.trading == s.trading and btc.strategy == s.strategy
+    assert eth.trading.order_size_usd == Decimal("50") and eth.trading.leverage == 3  # the rest from the default
+    assert eth.strategy.name == "always_long" and eth.strategy.candle_interval == s.strategy.candle_interval
+    assert (s.risk.max_open_positions, s.risk.max_total_position_usd) == (2, Decimal("500"))
+
+
+def test_symbol_alone_is_one_market_and_risk_has_no_limit_by_default() -> None:
+    s = settings_from_dict({"symbol": "ETH", "trading": {"order_size_usd": 20}})
+    assert s.coins == ("ETH",) and s.market("ETH").trading.order_size_usd == Decimal("20")
+    assert s.risk.max_open_positions is None and s.risk.max_total_position_usd is None
