@@ -7,6 +7,7 @@ file it does not recognise: a corrupt or foreign database raises `StateError` na
 """
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -14,16 +15,16 @@ import sqlite3
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 from orders import OrderRecord
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE position (
-    id INTEGER PRIMARY KEY CHECK (id = 1), coin TEXT NOT NULL, side TEXT NOT NULL,
-    size TEXT NOT NULL, entry_px TEXT NOT NULL, high_water TEXT, opened_ms INTEGER NOT NULL,
-    protective_cloids TEXT NOT NULL DEFAULT '[]');
+SCHEMA_VERSION = 2
+_POSITIONS = """
+CREATE TABLE positions (
+    coin TEXT PRIMARY KEY, side TEXT NOT NULL, size TEXT NOT NULL, entry_px TEXT NOT NULL,
+    high_water TEXT, opened_ms INTEGER NOT NULL, protective_cloids TEXT NOT NULL DEFAULT '[]');"""
+_SCHEMA = _POSITIONS + """
 CREATE TABLE orders (
     cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
     limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL,
@@ -36,7 +37,11 @@ CREATE TABLE fills (
 CREATE INDEX fills_time ON fills (time_ms);
 CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_TABLES = {"position", "orders", "fills", "kv"}
+_TABLES = {"positions", "orders", "fills", "kv"}
+# Version 1 held one position (one coin): it becomes that coin's row.
+_MIGRATE_1_TO_2 = ("BEGIN;" + _POSITIONS + """
+INSERT INTO positions SELECT coin, side, size, entry_px, high_water, opened_ms, protective_cloids FROM position;
+DROP TABLE position; PRAGMA user_version=2; COMMIT;""")
 
 
 class StateError(RuntimeError):
@@ -125,6 +130,12 @@ class StateStore:
             except sqlite3.Error as exc:
                 db.close()
                 raise StateError(f"{self.path} is not writable ({exc}); nothing was changed") from exc
+        elif version == 1 and "position" in tables:
+            try:
+                db.executescript(_MIGRATE_1_TO_2)
+            except sqlite3.Error as exc:
+                db.close()
+                raise StateError(f"{self.path}: upgrading the state file failed ({exc}); nothing was changed") from exc
         elif version != SCHEMA_VERSION or not _TABLES <= tables:
             db.close()
             raise StateError(f"{self.path} is not an hlbot state file of schema {SCHEMA_VERSION} "
@@ -154,20 +165,22 @@ class StateStore:
     def save_position(self, pos: SavedPosition) -> None:
         # isolation_level=None: each statement is its own transaction (autocommit).
         self.db.execute(
-            "INSERT OR REPLACE INTO position VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (pos.coin, pos.side, str(pos.size), str(pos.entry_px), _s(pos.high_water),
              pos.opened_ms, json.dumps(list(pos.protective_cloids))))
 
-    def load_position(self) -> SavedPosition | None:
-        row = self.db.execute("SELECT coin, side, size, entry_px, high_water, opened_ms, protective_cloids "
-                              "FROM position WHERE id = 1").fetchone()
-        if row is None:
-            return None
-        return SavedPosition(coin=row[0], side=row[1], size=Decimal(row[2]), entry_px=Decimal(row[3]),
-                             high_water=_d(row[4]), opened_ms=row[5], protective_cloids=tuple(json.loads(row[6])))
+    def load_position(self, coin: str) -> SavedPosition | None:
+        return self.load_positions().get(coin)
 
-    def clear_position(self) -> None:
-        self.db.execute("DELETE FROM position")
+    def load_positions(self) -> dict[str, SavedPosition]:
+        rows = self.db.execute("SELECT coin, side, size, entry_px, high_water, opened_ms, protective_cloids "
+                               "FROM positions").fetchall()
+        return {row[0]: SavedPosition(coin=row[0], side=row[1], size=Decimal(row[2]), entry_px=Decimal(row[3]),
+                                      high_water=_d(row[4]), opened_ms=row[5],
+                                      protective_cloids=tuple(json.loads(row[6]))) for row in rows}
+
+    def clear_position(self, coin: str) -> None:
+        self.db.execute("DELETE FROM positions WHERE coin = ?", (coin,))
 
     # ---- orders ------------------------------------------------------------------------------
 
@@ -251,10 +264,10 @@ class RoundTrip:
 
 @dataclass(frozen=True)
 class Report:
-    trades: tuple[RoundTrip, ...]
+    trades: tuple[RoundTrip, ...]   # every coin's, in the order they closed
     fills: int
     fees: Decimal
-    open_size: Decimal
+    open_sizes: Mapping[str, Decimal]  # signed size still open per coin (coins with none left out)
 
     @property
     def gross_pnl(self) -> Decimal:
@@ -272,62 +285,80 @@ class Report:
 
 
 def journal_report(store: StateStore) -> Report:
-    """Round trips rebuilt from the fill journal: a trade opens from flat and closes back to flat."""
+    """Round trips rebuilt from the fill journal, coin by coin: a trade opens from flat and closes
+    back to flat."""
+    fills = store.fills()
+    by_coin: dict[str, list[dict[str, Any]]] = {}
+    for f in fills:
+        by_coin.setdefault(str(f["coin"]), []).append(f)
+    trades: list[RoundTrip] = []
+    open_sizes: dict[str, Decimal] = {}
+    for coin, coin_fills in by_coin.items():
+        coin_trades, open_size = _round_trips(coin_fills)
+        trades += coin_trades
+        if open_size:
+            open_sizes[coin] = open_size
+    total_fees = sum((f["fee"] or Decimal(0) for f in fills), Decimal(0))
+    return Report(trades=tuple(sorted(trades, key=lambda t: t.closed_ms)), fills=len(fills), fees=total_fees,
+                  open_sizes=open_sizes)
+
+
+def _round_trips(fills: list[dict[str, Any]]) -> tuple[list[RoundTrip], Decimal]:
+    """One coin's fills, in time order -> its closed round trips and the signed size still open."""
     trades: list[RoundTrip] = []
     position = Decimal(0)
     cost = Decimal(0)      # signed size * price of the open part
-    pnl = Decimal(0)
-    fees = Decimal(0)
-    total_fees = Decimal(0)
+    pnl = fees = exit_value = exit_size = Decimal(0)
     opened_ms = 0
-    exit_value = Decimal(0)
-    exit_size = Decimal(0)
-    fills = store.fills()
     for f in fills:
-        size = f["size"] if f["side"] == "buy" else -f["size"]  # type: ignore[operator]
-        px = f["px"]
-        fee = f["fee"] or Decimal(0)
-        total_fees += fee  # type: ignore[operator]
+        size = f["size"] if f["side"] == "buy" else -f["size"]
+        px, fee = f["px"], f["fee"] or Decimal(0)
         if position == 0:
             opened_ms, cost, pnl, fees, exit_value, exit_size = f["time_ms"], Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0)
-        fees += fee  # type: ignore[operator]
+        fees += fee
         if position == 0 or (position > 0) == (size > 0):
             position += size
-            cost += size * px  # type: ignore[operator]
+            cost += size * px
             continue
-        closing = min(abs(size), abs(position))  # type: ignore[type-var]
+        closing = min(abs(size), abs(position))
         avg = cost / position
         sign = 1 if position > 0 else -1
-        pnl += (px - avg) * closing * sign  # type: ignore[operator]
-        exit_value += px * closing  # type: ignore[operator]
+        pnl += (px - avg) * closing * sign
+        exit_value += px * closing
         exit_size += closing
         position += sign * -closing
         cost = avg * position
         if position == 0:
-            entry_size = exit_size
-            trades.append(RoundTrip(coin=f["coin"], side="long" if sign > 0 else "short",  # type: ignore[arg-type]
-                                    size=entry_size, entry_px=avg, exit_px=exit_value / exit_size,
-                                    pnl=pnl, fees=fees, opened_ms=opened_ms, closed_ms=f["time_ms"]))  # type: ignore[arg-type]
-            rest = abs(size) - closing  # type: ignore[operator]
+            trades.append(RoundTrip(coin=f["coin"], side="long" if sign > 0 else "short", size=exit_size,
+                                    entry_px=avg, exit_px=exit_value / exit_size, pnl=pnl, fees=fees,
+                                    opened_ms=opened_ms, closed_ms=f["time_ms"]))
+            rest = abs(size) - closing
             if rest > 0:  # the fill flipped the position: the remainder opens a new trade
                 position = rest if size > 0 else -rest
-                cost = position * px  # type: ignore[operator]
+                cost = position * px
                 opened_ms, pnl, fees, exit_value, exit_size = f["time_ms"], Decimal(0), Decimal(0), Decimal(0), Decimal(0)
-    return Report(trades=tuple(trades), fills=len(fills), fees=total_fees, open_size=position)
+    return trades, position
 
 
 def format_report(report: Report) -> str:
+    """The journal as a person reads it: one row per closed trade, then totals and a row per coin."""
     lines = [f"fills journaled: {report.fills}    closed trades: {len(report.trades)}"]
     if report.trades:
-        lines.append(f"{'closed (UTC)':<20} {'side':<6} {'size':>10} {'entry':>12} {'exit':>12} {'pnl':>10} {'fees':>8}")
-        import datetime as _dt
+        lines.append(f"{'closed (UTC)':<20} {'coin':<8} {'side':<6} {'size':>10} {'entry':>12} {'exit':>12} "
+                     f"{'pnl':>10} {'fees':>8}")
         for t in report.trades:
-            when = _dt.datetime.fromtimestamp(t.closed_ms / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            lines.append(f"{when:<20} {t.side:<6} {t.size:>10} {t.entry_px:>12.2f} {t.exit_px:>12.2f} "
+            when = dt.datetime.fromtimestamp(t.closed_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            lines.append(f"{when:<20} {t.coin:<8} {t.side:<6} {t.size:>10} {t.entry_px:>12.2f} {t.exit_px:>12.2f} "
                          f"{t.pnl:>10.2f} {t.fees:>8.4f}")
         rate = report.win_rate
         lines.append(f"win rate: {rate * 100:.1f}%" if rate is not None else "win rate: n/a")
+        coins = sorted({t.coin for t in report.trades})
+        if len(coins) > 1:
+            for coin in coins:
+                mine = [t for t in report.trades if t.coin == coin]
+                net = sum((t.pnl - t.fees for t in mine), Decimal(0))
+                lines.append(f"  {coin}: {len(mine)} trades, net pnl {net:.2f}")
     lines.append(f"gross pnl: {report.gross_pnl:.2f}  fees: {report.fees:.4f}  net pnl: {report.net_pnl:.2f}")
-    if report.open_size:
-        lines.append(f"open position from fills: {report.open_size}")
+    for coin, size in sorted(report.open_sizes.items()):
+        lines.append(f"open position from fills: {coin} {size}")
     return "\n".join(lines)

@@ -3,7 +3,7 @@ mount must not end the bot while a position is open.
 
 Owns: every write the main loop makes (position, order records, the fill journal), whether the
 last one worked (`writable`, `error`, shown in `/health`), one log line a minute while writes
-fail, and what is still to be written: the position's latest version, the latest version of each
+fail, and what is still to be written: each coin's latest position, the latest version of each
 order record, fills not yet journaled (bounded). `retry()` (called by the loop's timers) writes
 them again in that order. Reads go straight to the store; an order record not yet written is
 served from memory.
@@ -26,7 +26,7 @@ log = logging.getLogger("state")
 
 WRITE_ERRORS = (sqlite3.Error, StateError, OSError)
 MAX_PENDING_FILLS = 10_000
-_CLEARED = "cleared"  # the pending position write is a delete
+_CLEARED = "cleared"  # a pending position write that is a delete
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class StateWriter:
         self.writable = True
         self.error: str | None = None
         self.failures = 0
-        self._position: SavedPosition | str | None = None  # a write still owed
+        self._positions: dict[str, SavedPosition | str] = {}  # writes still owed, by coin
         self._orders: dict[str, OrderRecord] = {}
         self._fills: dict[str, PendingFill] = {}
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
@@ -51,12 +51,12 @@ class StateWriter:
     # ---- writes ----
 
     def save_position(self, position: SavedPosition) -> bool:
-        self._position = position
-        return self._flush_position()
+        self._positions[position.coin] = position
+        return self._flush_position(position.coin)
 
-    def clear_position(self) -> bool:
-        self._position = _CLEARED
-        return self._flush_position()
+    def clear_position(self, coin: str) -> bool:
+        self._positions[coin] = _CLEARED
+        return self._flush_position(coin)
 
     def save_order(self, record: OrderRecord) -> bool:
         self._orders[record.cloid] = record
@@ -74,10 +74,16 @@ class StateWriter:
         self._worked()
         return new
 
+    def journal(self, fill: Any) -> bool:
+        """Journal a fill fetched over REST (`hyperliquid_rest.Fill`); True when it was new to us."""
+        return self.record_fill(tid=fill.dedupe_key, coin=fill.coin, px=fill.px, size=fill.size, side=fill.side,
+                                time_ms=fill.time_ms, oid=fill.oid, cloid=fill.cloid, fee=fill.fee,
+                                closed_pnl=fill.closed_pnl, paper=False) is not False
+
     @property
     def pending(self) -> int:
         """Writes still owed."""
-        return (self._position is not None) + len(self._orders) + len(self._fills)
+        return len(self._positions) + len(self._orders) + len(self._fills)
 
     def retry(self) -> None:
         """Write again whatever failed, oldest concern first; stops at the first failure. With
@@ -89,8 +95,9 @@ class StateWriter:
                 self._failed("a probe write", exc)
                 return
             self._worked()
-        if self._position is not None and not self._flush_position():
-            return
+        for coin in list(self._positions):
+            if not self._flush_position(coin):
+                return
         for cloid in list(self._orders):
             if not self._flush_order(cloid):
                 return
@@ -121,26 +128,26 @@ class StateWriter:
                 saved[cloid] = record
         return sorted(saved.values(), key=lambda r: r.created_ms)
 
-    def load_position(self) -> SavedPosition | None:
-        return self.store.load_position()
+    def load_positions(self) -> dict[str, SavedPosition]:
+        return self.store.load_positions()
 
     def last_fill_time_ms(self) -> int | None:
         return self.store.last_fill_time_ms()
 
     # ---- bookkeeping ----
 
-    def _flush_position(self) -> bool:
-        position = self._position
+    def _flush_position(self, coin: str) -> bool:
+        position = self._positions[coin]
         try:
-            if position == _CLEARED:
-                self.store.clear_position()
-            elif isinstance(position, SavedPosition):
+            if isinstance(position, SavedPosition):
                 self.store.save_position(position)
+            else:
+                self.store.clear_position(coin)
         except WRITE_ERRORS as exc:
-            self._failed("saving the position", exc)
+            self._failed(f"saving the {coin} position", exc)
             return False
-        if self._position is position:
-            self._position = None
+        if self._positions.get(coin) is position:
+            del self._positions[coin]
         self._worked()
         return True
 

@@ -44,6 +44,7 @@ class UnknownOrder:
     lookups: int = 0
     failures: int = 0
     since_s: float = 0.0  # when it went into doubt (monotonic)
+    coin: str = ""
 
 
 @dataclass(frozen=True)

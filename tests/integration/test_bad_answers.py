@@ -18,6 +18,9 @@ from typing import Any, Callable
 import pytest
 
 import health
+import hyperliquid_websocket as stream
+import market
+import protection
 import trading_bot
 from hyperliquid_sim import SimServer
 from tests.faultproxy import Fault, FaultProxy
@@ -78,7 +81,7 @@ def entries_executed(sim: SimServer) -> int:
 def open_long(sim: SimServer, h: Harness) -> None:
     """always_long enters at 50000."""
     sim.set_price("BTC", "50000")
-    wait_until(lambda: h.bot.position is not None, 10, h.step)
+    wait_until(lambda: h.trader.position is not None, 10, h.step)
 
 
 class StepTimer:
@@ -121,11 +124,11 @@ def test_entry_executed_behind_a_bad_answer_is_adopted_not_sent_again(
     try:
         sim.set_price("BTC", "50000")
         wait_until(lambda: rule.hits == 1, 10, h.step)
-        wait_until(lambda: h.bot.position is not None and not h.bot.unknown, 10, h.step)
+        wait_until(lambda: h.trader.position is not None and not h.bot.executor.unknown, 10, h.step)
         size, entry_px = sim_position(sim, h)
         assert entries_executed(sim) == 1  # never sent twice
-        assert (h.bot.position.side, h.bot.position.size, h.bot.position.entry_px) == ("long", size, entry_px)
-        assert len(h.bot.position.protective_cloids) == 2  # the adopted position is protected
+        assert (h.trader.position.side, h.trader.position.size, h.trader.position.entry_px) == ("long", size, entry_px)
+        assert len(h.trader.position.protective_cloids) == 2  # the adopted position is protected
         h.bot.publish_health()
         assert h.bot.health_snapshot()["position"]["size"] == float(size)
     finally:
@@ -141,15 +144,15 @@ def test_lost_answer_is_booked_at_the_fill_price_not_the_limit(
     try:
         sim.set_price("BTC", "50000")
         wait_until(lambda: rule.hits == 1, 10, h.step)
-        wait_until(lambda: h.bot.position is not None and not h.bot.unknown, 10, h.step)
+        wait_until(lambda: h.trader.position is not None and not h.bot.executor.unknown, 10, h.step)
         entry_order = next(o for e in orders_sent(sim) for o in e["action"]["orders"] if not o["r"])
         _, fill_px = sim_position(sim, h)
-        assert h.bot.position.entry_px == fill_px != D(entry_order["p"])
+        assert h.trader.position.entry_px == fill_px != D(entry_order["p"])
         record = h.bot.store.order(entry_order["c"])
-        assert record.status == "filled" and record.avg_px == fill_px and record.filled_size == h.bot.position.size
+        assert record.status == "filled" and record.avg_px == fill_px and record.filled_size == h.trader.position.size
         sim.set_price("BTC", "50010")  # a tick: the position stays (its stop is below the fill)
-        wait_until(lambda: h.bot.current_price == D("50010"), 5, h.step)
-        assert h.bot.position is not None
+        wait_until(lambda: h.trader.current_price == D("50010"), 5, h.step)
+        assert h.trader.position is not None
     finally:
         h.close()
 
@@ -164,7 +167,7 @@ def test_dribbled_exit_answer_does_not_hold_the_trading_thread(
         rule = proxy.inject("/exchange", Fault.DRIBBLE, interval_s=0.5, count=1, match=is_exit)
         crash_at = time.monotonic()
         sim.set_price("BTC", "48000")  # 4 % down: through the 1 % stop
-        wait_until(lambda: h.bot.position is None, 6, timer)
+        wait_until(lambda: h.trader.position is None, 6, timer)
         assert rule.hits == 1
         assert timer.longest_s < 2.0  # the 1 s deadline, plus a position check
         assert time.monotonic() - crash_at < 5.0
@@ -181,13 +184,13 @@ def test_info_429_with_long_retry_after_never_sleeps_the_loop(
     try:
         open_long(sim, h)
         rule = proxy.inject("/info", Fault.STATUS_BEFORE, status=429, headers={"Retry-After": "100"}, count=None)
-        h.bot._want_position_check("test: reconcile")
+        h.bot.want_check("test: reconcile")
         wait_until(lambda: rule.hits >= 1, 5, timer)
         sim.set_price("BTC", "48900")  # 2.2 % through the stop
-        wait_until(lambda: h.bot.position is None, 5, timer)
+        wait_until(lambda: h.trader.position is None, 5, timer)
         assert timer.longest_s < 1.5
         assert rule.hits == 1  # /info paused as a timer, not hammered
-        assert h.bot.info_hold_until - time.monotonic() > 20  # the Retry-After, capped at 30 s
+        assert h.bot.gate.hold_until - time.monotonic() > 20  # the Retry-After, capped at 30 s
     finally:
         h.close()
 
@@ -205,12 +208,12 @@ def test_health_turns_degraded_while_exits_fail_and_when_the_loop_stalls(
         assert health.render(h.bot.health_snapshot(), now + 6.0)[1]["status"] == "degraded"  # no publish for 6 s
         proxy.inject("/exchange", Fault.STATUS_BEFORE, status=503, count=None, match=is_exit)
         sim.set_price("BTC", "49000")
-        wait_until(lambda: h.bot.exit_failures >= 2, 10, h.step)
+        wait_until(lambda: h.trader.exit_failures >= 2, 10, h.step)
         h.bot.publish_health()
         code, body = health.render(h.bot.health_snapshot(), time.monotonic())
         assert code == 503 and any("exits failing" in r for r in body["reasons"])
         proxy.clear()
-        wait_until(lambda: h.bot.position is None, 5, h.step)  # retried within 2 s once it recovers
+        wait_until(lambda: h.trader.position is None, 5, h.step)  # retried within 2 s once it recovers
         h.bot.publish_health()
         assert health.render(h.bot.health_snapshot(), time.monotonic())[0] == 200
     finally:
@@ -229,25 +232,25 @@ def test_unwritable_state_never_stops_an_exit_and_is_written_when_back(
     h = make_bot(sim, tmp_path)
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None and h.bot.exit_cloid is not None and h.store.fills(), 10, h.step)
+        wait_until(lambda: h.trader.position is not None and h.trader.exit_cloid is not None and h.store.fills(), 10, h.step)
         order_of_events: list[str] = []  # from here on: the exit's story
 
         def spy(owner: Any, name: str, what: str) -> None:
             real = getattr(owner, name)
             monkeypatch.setattr(owner, name, lambda *a, **kw: order_of_events.append(what) or real(*a, **kw))
-        spy(h.bot.exchange, "market_order", "sent")
+        spy(h.bot.executor.exchange, "market_order", "sent")
         for write in ("save_position", "clear_position", "save_order", "record_fill"):
             spy(h.bot.store, write, write)
         refuse_writes(h, True)
         sim.set_price("BTC", "52600")  # a new high through the 5 % take-profit, in one print
-        wait_until(lambda: h.bot.position is None, 5, h.step)
+        wait_until(lambda: h.trader.position is None, 5, h.step)
         assert order_of_events[0] == "sent"  # decided and sent before any write was tried
         h.bot.publish_health()
         code, body = health.render(h.bot.health_snapshot(), time.monotonic())
         assert code == 503 and any("state not writable" in r for r in body["reasons"])
         refuse_writes(h, False)
         wait_until(lambda: h.bot.store.writable, 5, h.step)
-        assert h.store.load_position() is None  # the close reached the disk once it was back
+        assert h.store.load_position("BTC") is None  # the close reached the disk once it was back
     finally:
         h.close()
 
@@ -271,10 +274,10 @@ def test_malformed_info_answers_do_not_end_the_loop(sim: SimServer, proxy: Fault
         rule = proxy.inject("/info", Fault.STATUS_BEFORE, status=200, count=3, match=info_type("clearinghouseState"),
                             headers={"Content-Type": "application/json"},
                             body='{"assetPositions": [{"position": {"coin": "BTC", "szi": "oops"}}]}')
-        h.bot._want_position_check("test")
+        h.bot.want_check("test")
         wait_until(lambda: rule.hits >= 1, 5, h.step)
         sim.set_price("BTC", "49000")
-        wait_until(lambda: h.bot.position is None, 5, h.step)  # still trading
+        wait_until(lambda: h.trader.position is None, 5, h.step)  # still trading
     finally:
         h.close()
 
@@ -285,16 +288,15 @@ def test_a_bad_event_is_logged_and_counted_and_the_loop_goes_on(
     try:
         open_long(sim, h)
 
-        def broken_handler(update: Any) -> None:
+        def broken_handler(fill: Any) -> None:
             raise KeyError("a handler bug")
-        monkeypatch.setattr(h.bot, "_on_order_update", broken_handler)
-        h.bot.events.put(trading_bot.stream.OrderUpdate(
-            coin="BTC", side="buy", limit_px=D(1), size=D(1), orig_size=D(1), oid=1, cloid=None,
-            status="open", status_time_ms=0, recv_ns=0))
+        monkeypatch.setattr(h.bot.reconciler, "on_fill", broken_handler)
+        h.bot.events.put(stream.Fill("BTC", D("50000"), D("0.004"), "buy", 1, 11, 987655, None, D(0), D(0),
+                                     "Open Long", D(0), True, False, 0))
         wait_until(lambda: h.bot.handler_errors == 1, 5, h.step)
         assert "a handler bug" in caplog.text and "Traceback" in caplog.text
         sim.set_price("BTC", "49000")
-        wait_until(lambda: h.bot.position is None, 5, h.step)  # the loop went on trading
+        wait_until(lambda: h.trader.position is None, 5, h.step)  # the loop went on trading
     finally:
         h.close()
 
@@ -307,7 +309,7 @@ def test_a_dead_socket_thread_is_replaced(sim: SimServer, tmp_path: Path) -> Non
         old.stop()  # the thread ends; the loop did not ask for it
         wait_until(lambda: h.bot.ws is not old and h.bot.ws_restarts == 1, 5, h.step)
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)  # prices flow on the new thread
+        wait_until(lambda: h.trader.position is not None, 10, h.step)  # prices flow on the new thread
     finally:
         h.close()
 
@@ -321,7 +323,7 @@ def test_exit_with_lost_answer_leaves_no_ghost_position(sim: SimServer, proxy: F
         rule = proxy.inject("/exchange", Fault.STATUS_AFTER, status=502, count=1, match=is_exit)
         crash_at = time.monotonic()
         sim.set_price("BTC", "49000")
-        wait_until(lambda: h.bot.position is None, 3, h.step)
+        wait_until(lambda: h.trader.position is None, 3, h.step)
         assert rule.hits == 1 and time.monotonic() - crash_at < 3.0
         assert sim_position(sim, h)[0] == 0
     finally:
@@ -334,12 +336,12 @@ def test_exit_retries_back_off_to_at_most_two_seconds(sim: SimServer, proxy: Fau
         open_long(sim, h)
         proxy.inject("/exchange", Fault.STATUS_BEFORE, status=503, count=None, match=is_exit)
         sim.set_price("BTC", "49000")
-        wait_until(lambda: h.bot.exit_failures >= 5, 15, h.step)
-        assert h.bot.next_exit_attempt - time.monotonic() <= trading_bot.EXIT_RETRY_MAX_S
+        wait_until(lambda: h.trader.exit_failures >= 5, 15, h.step)
+        assert h.trader.next_exit_attempt - time.monotonic() <= market.EXIT_RETRY_MAX_S
         proxy.clear()
         recovered_at = time.monotonic()
-        wait_until(lambda: h.bot.position is None, 5, h.step)
-        assert time.monotonic() - recovered_at <= trading_bot.EXIT_RETRY_MAX_S + 1.0
+        wait_until(lambda: h.trader.position is None, 5, h.step)
+        assert time.monotonic() - recovered_at <= market.EXIT_RETRY_MAX_S + 1.0
     finally:
         h.close()
 
@@ -349,13 +351,13 @@ def test_a_stop_loss_in_doubt_is_looked_up_and_placed_again_only_if_it_never_arr
         sim: SimServer, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault) -> None:
     # A 502 for the exchange-side stop: before forwarding it never arrived (placed again once its
     # expiresAfter has passed), after forwarding it rests (found by the lookup, not doubled).
-    monkeypatch.setattr(trading_bot, "PROTECTIVE_RETRY_BASE_S", 0.2)
+    monkeypatch.setattr(protection, "RETRY_BASE_S", 0.2)
     rule = proxy.inject("/exchange", fault, status=502, count=1, match=is_trigger("sl"))
     h = proxied_bot(sim, proxy, tmp_path, trading=EXCHANGE_EXITS)
     try:
         open_long(sim, h)
         wait_until(lambda: rule.hits == 1, 5, h.step)
-        wait_until(lambda: not h.bot.unknown, 10, h.step)
+        wait_until(lambda: not h.bot.executor.unknown, 10, h.step)
 
         def resting_stops() -> list[dict]:
             return [o for o in sim.account(h.bot.address)["open_orders"]
@@ -364,6 +366,6 @@ def test_a_stop_loss_in_doubt_is_looked_up_and_placed_again_only_if_it_never_arr
         for _ in range(20):
             h.step()
         (stop,) = resting_stops()  # exactly one: never placed twice
-        assert stop["cloid"] in h.bot.position.protective_cloids
+        assert stop["cloid"] in h.trader.position.protective_cloids
     finally:
         h.close()

@@ -19,7 +19,9 @@ import pytest
 from hyperliquid_sim import SimConfig, SimServer
 from settings import settings_from_dict
 from state import StateStore
-from trading_bot import TradingBot, build_bot
+from loop import TradingLoop
+from market import MarketTrader
+from trading_bot import build_bot
 from tests.waiting import wait_until  # noqa: F401 - also imported from here by other tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +36,13 @@ def sim():
 
 
 class Harness:
-    def __init__(self, bot: TradingBot, cleanup: list, store: StateStore) -> None:
+    def __init__(self, bot: TradingLoop, cleanup: list, store: StateStore) -> None:
         self.bot, self.cleanup, self.store = bot, cleanup, store
+
+    @property
+    def trader(self) -> MarketTrader:
+        """The BTC market (the tests' one symbol)."""
+        return self.bot.traders["BTC"]
 
     def step(self) -> None:
         self.bot.step(timeout_s=0.02)
@@ -82,23 +89,23 @@ def test_long_entry_trailing_follows_then_exit_on_reversal(sim: SimServer, tmp_p
     h = make_bot(sim, tmp_path)
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
-        entry = h.bot.position.entry_px
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        entry = h.trader.position.entry_px
         for px in ("50100", "50300", "50500"):
             sim.set_price("BTC", px)
-            wait_until(lambda px=px: h.bot.current_price == D(px), 5, h.step)
-        assert h.bot.position.trailing.high_water == D("50500")
-        saved = h.store.load_position()
+            wait_until(lambda px=px: h.trader.current_price == D(px), 5, h.step)
+        assert h.trader.position.trailing.high_water == D("50500")
+        saved = h.store.load_position("BTC")
         assert saved is not None and saved.high_water == D("50500")  # restart-safe mark
         sim.set_price("BTC", "50400")  # 0.2 % below the top: inside the 0.5 % trail
-        wait_until(lambda: h.bot.current_price == D("50400"), 5, h.step)
-        assert h.bot.position is not None
+        wait_until(lambda: h.trader.current_price == D("50400"), 5, h.step)
+        assert h.trader.position is not None
         sim.set_price("BTC", "50200")  # 0.59 % below the top: trailing stop
-        wait_until(lambda: h.bot.position is None, 5, h.step)
+        wait_until(lambda: h.trader.position is None, 5, h.step)
         sent = orders_sent(sim)
         exit_order = sent[-1]["action"]["orders"][0]
         assert exit_order["r"] is True and exit_order["b"] is False and "c" in exit_order
-        assert h.store.load_position() is None
+        assert h.store.load_position("BTC") is None
         assert entry > 0
     finally:
         h.close()
@@ -119,13 +126,13 @@ class ShortOnce:
 
 def test_short_stop_loss_on_a_gap(sim: SimServer, tmp_path: Path) -> None:
     h = make_bot(sim, tmp_path)
-    h.bot.strategy = ShortOnce()
+    h.trader.strategy = ShortOnce()
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
-        assert h.bot.position.side == "short"
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        assert h.trader.position.side == "short"
         sim.set_price("BTC", "52000")  # gaps 4 % through the 1 % stop in one print
-        wait_until(lambda: h.bot.position is None, 5, h.step)
+        wait_until(lambda: h.trader.position is None, 5, h.step)
         exit_order = orders_sent(sim)[-1]["action"]["orders"][0]
         assert exit_order["b"] is True and exit_order["r"] is True
         assert D(exit_order["p"]) >= D("52000")  # a buy-to-close IOC priced above the gap
@@ -139,13 +146,13 @@ def test_websocket_outage_falls_back_to_rest_and_recovers(sim: SimServer, tmp_pa
     h = make_bot(sim, tmp_path)
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
         sim.silence()  # TCP up, nothing flowing
         wait_until(lambda: h.bot.fallback, 5, h.step)
         assert "falling back to REST polling" in caplog.text
         sim.set_price("BTC", "49000")  # only REST can see this: the stop must still fire
-        wait_until(lambda: h.bot.position is None, 5, h.step)
-        assert h.bot.price_source == "rest"
+        wait_until(lambda: h.trader.position is None, 5, h.step)
+        assert h.trader.price_source == "rest"
         sim.unsilence()
         sim.set_price("BTC", "49010")
         wait_until(lambda: not h.bot.fallback, 15, lambda: (sim.set_price("BTC", "49010"), h.step()))
@@ -158,9 +165,9 @@ def test_dry_run_sends_no_exchange_request(sim: SimServer, tmp_path: Path) -> No
     h = make_bot(sim, tmp_path, dry_run=True)
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
         sim.set_price("BTC", "49000")
-        wait_until(lambda: h.bot.position is None, 5, h.step)
+        wait_until(lambda: h.trader.position is None, 5, h.step)
         assert sim.exchange_log() == []
         paper = [f for f in h.store.fills() if f["paper"]]
         assert len(paper) == 2 and {f["side"] for f in paper} == {"buy", "sell"}
@@ -185,7 +192,7 @@ def test_fills_queued_at_stop_are_journaled_and_market_data_dropped(sim: SimServ
         h.bot.run()  # returns at once: stopping
         h.bot.shutdown()
         assert [(f["tid"], f["size"]) for f in h.store.fills()] == [("987654", D("0.004"))]
-        assert h.bot.current_price != D("1") and h.bot.events.empty()
+        assert h.trader.current_price != D("1") and h.bot.events.empty()
         assert "stopping: 1 queued fill(s) journaled" in caplog.text
     finally:
         h.close()
@@ -199,9 +206,9 @@ def test_stop_saves_the_position_even_when_journaling_queued_fills_fails(
     h = make_bot(sim, tmp_path)
     try:
         sim.set_price("BTC", "50000")
-        wait_until(lambda: h.bot.position is not None, 10, h.step)
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
         h.bot.ws.stop()
-        h.store.clear_position()  # so that what is on disk afterwards was written by shutdown()
+        h.store.clear_position("BTC")  # so that what is on disk afterwards was written by shutdown()
 
         def disk_full(**kw: Any) -> bool:
             raise sqlite3.OperationalError("database or disk is full")
@@ -209,8 +216,8 @@ def test_stop_saves_the_position_even_when_journaling_queued_fills_fails(
         h.bot.events.put(ev.Fill("BTC", D("50000"), D("0.004"), "buy", 1_700_000_000_000, 11, 987655, None, D(0),
                                  D(0), "Open Long", D(0), True, False, 0))
         h.bot.shutdown()  # no exception: it runs in a `finally` and must not hide why the loop ended
-        saved = h.store.load_position()
-        assert saved is not None and saved.size == h.bot.position.size
+        saved = h.store.load_position("BTC")
+        assert saved is not None and saved.size == h.trader.position.size
         assert "not writable: journaling a fill failed (OperationalError: database or disk is full)" in caplog.text
         assert "state write(s) could not be saved" in caplog.text  # kept in memory until then
     finally:

@@ -67,9 +67,9 @@ def test_position_round_trip_survives_reopen(store: StateStore) -> None:
     store.save_position(pos)
     store.close()
     store.open()
-    assert store.load_position() == pos
-    store.clear_position()
-    assert store.load_position() is None
+    assert store.load_position("BTC") == pos
+    store.clear_position("BTC")
+    assert store.load_position("BTC") is None
 
 
 def test_orders_saved_and_filtered(store: StateStore) -> None:

@@ -54,7 +54,7 @@ def test_writes_work_and_report_writable(store: StateStore) -> None:
     w = StateWriter(store)
     assert w.save_position(position()) and w.save_order(record())
     assert w.record_fill(**fill("1")) is True and w.record_fill(**fill("1")) is False
-    assert w.writable and w.pending == 0 and store.load_position() == position()
+    assert w.writable and w.pending == 0 and store.load_position("BTC") == position()
 
 
 def test_refused_writes_are_kept_reported_logged_once_and_written_later(
@@ -75,7 +75,7 @@ def test_refused_writes_are_kept_reported_logged_once_and_written_later(
     refuse_writes(store, False)
     w.retry()
     assert w.writable and w.pending == 0 and w.error is None
-    assert store.load_position() == position(high_water="50200")
+    assert store.load_position("BTC") == position(high_water="50200")
     assert store.order(record().cloid) == record()
     assert [f["tid"] for f in store.fills()] == ["7"]
 
@@ -84,10 +84,10 @@ def test_a_cleared_position_stays_cleared_after_the_retry(store: StateStore) -> 
     w = StateWriter(store)
     w.save_position(position())
     refuse_writes(store, True)
-    assert w.clear_position() is False
+    assert w.clear_position("BTC") is False
     refuse_writes(store, False)
     w.retry()
-    assert store.load_position() is None
+    assert store.load_position("BTC") is None
 
 
 def test_orders_listing_merges_unwritten_records(store: StateStore) -> None:

@@ -1,0 +1,307 @@
+"""The trading loop: the main thread drains the socket thread's queue and runs the timers.
+
+Owns: `step()` (a blocking `queue.get` with a timeout, then whatever else is queued up to a batch,
+each event dispatched by type and coin to its market, then the timers, each on its own so that one
+that raises cannot starve the others), the stream-wide REST fallback (starved for `stale_after`:
+prices from one `allMids` poll for every market; a market quiet on a live stream is polled alone),
+the account-wide entry limits, the socket thread's supervision (a dead one is replaced), the
+health snapshot (published every 0.25 s), and the shutdown steps.
+Must not: sleep or wait on the network beyond one request's deadline, let one bad event or timer
+end the loop, touch the socket (the WebSocket thread owns it), or let another thread touch trading
+state (the health server reads the snapshot this thread publishes).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import resource
+import threading
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Protocol
+
+import hyperliquid_websocket as stream
+from execution import OrderExecutor
+from hyperliquid_rest import HyperliquidError
+from hyperliquid_websocket import HyperliquidWebSocketClient
+from logsetup import RateLimitedLog
+from market import MarketTrader
+from reconcile import Reconciler
+from rest_gate import InfoGate
+from settings import RiskSettings, WebSocketSettings
+from snapshot import build_snapshot, stream_view
+from state_writer import StateWriter
+
+log = logging.getLogger("bot")
+
+HEALTH_PUBLISH_EVERY_S = 0.25  # how fresh the health snapshot is
+STEP_BATCH = 64                # events handled per loop turn before the timers run
+MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
+STATE_RETRY_EVERY_S = 1.0      # failed state writes are tried again this often
+WS_SUPERVISE_EVERY_S = 1.0     # how often the loop checks that the socket thread is alive
+
+
+class Mids(Protocol):
+    def all_mids(self) -> dict[str, Decimal]: ...
+
+
+class TradingLoop:
+    """The main loop over every market. Built by `trading_bot.build_bot`; `run()` blocks until stopped."""
+
+    def __init__(self, traders: Mapping[str, MarketTrader], executor: OrderExecutor, reconciler: Reconciler,
+                 gate: InfoGate, store: StateWriter, rest: Mids, events: "queue.Queue[Any]",
+                 ws: HyperliquidWebSocketClient | None, ws_settings: WebSocketSettings, check_interval_s: float,
+                 risk: RiskSettings, paper: bool, address: str, stop_event: threading.Event,
+                 clock: Callable[[], float], now_ms: Callable[[], int]) -> None:
+        self.traders = traders
+        self.executor, self.reconciler, self.gate, self.store, self.rest = executor, reconciler, gate, store, rest
+        self.events, self.ws, self.ws_settings = events, ws, ws_settings
+        self.check_interval_s, self.risk, self.paper, self.address = check_interval_s, risk, paper, address
+        self.stop_event, self.clock, self.now_ms = stop_event, clock, now_ms
+        self.started = clock()
+        self.last_market_data = clock()  # grace period: the stream gets stale_after to start
+        self.fallback = not ws_settings.enabled
+        self.mode = "websocket" if ws_settings.enabled else "rest"
+        self.next_poll = clock()
+        self.handler_errors = 0  # events and timers that raised (logged; the loop went on)
+        self.ws_restarts = 0
+        self.next_ws_check = 0.0
+        self.next_state_retry = 0.0
+        self.last_publish = 0.0
+        self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
+        self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Block until the stop event is set, handling events and timers as they come."""
+        while not self.stop_event.is_set():
+            self.step()
+        log.info("stopping: entries disabled")
+
+    def step(self, timeout_s: float | None = None) -> None:
+        """One turn of the loop: wait for an event (blocking get), handle it and whatever else is
+        already queued (up to a batch), then run the timers once. An event whose handler raises is
+        logged and counted; the loop goes on."""
+        timeout = self._next_wait() if timeout_s is None else timeout_s
+        if self.ws_settings.enabled:
+            events = self.events
+            try:
+                event = events.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            try:
+                if event is not None:
+                    self.handle(event)
+                    for _ in range(STEP_BATCH - 1):  # a burst costs one timer pass, not one per event
+                        try:
+                            event = events.get_nowait()
+                        except queue.Empty:
+                            break
+                        self.handle(event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the loop
+                self._failed_in_loop(f"handling {type(event).__name__}", exc)
+        else:
+            self.stop_event.wait(timeout)
+        self._timers()
+
+    def handle(self, event: Any) -> None:
+        """Dispatch one event from the socket thread (by exact type: this is the hot path)."""
+        kind = type(event)
+        if kind is stream.Trade:
+            trader = self.traders.get(event.coin)
+            if trader is not None:
+                self._on_market_data()
+                trader.on_trade(event)
+        elif kind is stream.Fill:
+            self.reconciler.on_fill(event)
+        elif kind in (stream.L2Book, stream.Bbo):
+            trader = self.traders.get(event.coin)
+            if trader is not None:
+                self._on_market_data()
+                trader.last_market_data = self.last_market_data
+        elif kind is stream.Mids:
+            self._on_market_data()
+        elif kind is stream.Connected:
+            self.reconciler.on_connected()
+        elif kind is stream.StreamDown:
+            self._enter_fallback(f"WebSocket down after {event.attempts} attempts")
+        # OrderUpdate / Disconnected / StreamRecovered / SubscriptionFailed: the socket thread logged
+        # them; the starvation rule decides the mode from data actually arriving.
+
+    def _next_wait(self) -> float:
+        wait = MAX_LOOP_WAIT_S
+        if self.fallback:
+            wait = min(wait, max(0.0, self.next_poll - self.clock()))
+        return wait
+
+    def _timers(self) -> None:
+        """Everything that is due, each on its own: one that raises cannot starve the others."""
+        now = self.clock()
+        self._run_timer(self._freshness_timer, now)
+        for trader in self.traders.values():
+            for timer in trader.timers:
+                self._run_timer(timer, now)
+        for timer in (self.executor.lookup_timer, self.reconciler.timer, self._state_timer, self._stream_timer,
+                      self._publish_timer):
+            self._run_timer(timer, now)
+
+    def _run_timer(self, timer: Callable[[float], None], now: float) -> None:
+        try:
+            timer(now)
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback, counted
+            self._failed_in_loop(getattr(timer, "__qualname__", "a timer"), exc)
+
+    def _failed_in_loop(self, what: str, exc: Exception) -> None:
+        self.handler_errors += 1
+        suppressed = self._quiet.allow(f"{what}:{type(exc).__name__}")
+        if suppressed is not None:
+            log.error("%s failed (%s: %s); the loop goes on (%d errors so far%s)", what, type(exc).__name__, exc,
+                      self.handler_errors, f", {suppressed} like it not shown" if suppressed else "",
+                      exc_info=exc)
+
+    # ---- prices: stream or REST ------------------------------------------------------------
+
+    def _on_market_data(self) -> None:
+        self.last_market_data = self.clock()
+        if self.fallback and self.ws_settings.enabled:
+            self.fallback = False
+            self.mode = "websocket"
+            log.info("WebSocket recovered; leaving REST fallback")
+
+    def _enter_fallback(self, why: str) -> None:
+        if self.fallback:
+            return
+        self.fallback = True
+        self.mode = "rest_fallback"
+        self.next_poll = self.clock()
+        log.warning("%s; falling back to REST polling", why)
+
+    def _freshness_timer(self, now: float) -> None:
+        ws = self.ws_settings
+        if ws.enabled and not self.fallback and now - self.last_market_data > ws.stale_after:
+            self._enter_fallback(f"WebSocket starved for {ws.stale_after:.1f}s")
+        if now < self.next_poll:
+            return
+        if self.fallback:
+            wanted = list(self.traders.values())
+        else:  # a quiet market on a live stream: its price alone from REST
+            wanted = [t for t in self.traders.values() if now - t.last_market_data > ws.stale_after]
+        if wanted:
+            self.next_poll = now + (ws.fallback_poll_interval if ws.enabled else self.check_interval_s)
+            self._poll_rest_prices(now, wanted)
+
+    def _poll_rest_prices(self, now: float, traders: list[MarketTrader]) -> None:
+        """One `allMids` serves every market that needs a price."""
+        if self.gate.held(now):
+            return
+        try:
+            mids = self.rest.all_mids()
+        except HyperliquidError as exc:
+            self.gate.failed("REST price poll", exc)
+            return
+        self.gate.ok()
+        for trader in traders:
+            price = mids.get(trader.coin)
+            if price is None:
+                log.warning("REST price poll: no mid for %s", trader.coin)
+            else:
+                trader.on_rest_price(price)
+
+    # ---- the account -----------------------------------------------------------------------
+
+    def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None:
+        """The account-wide limits (risk.*), across all markets."""
+        open_positions = sum(1 for t in self.traders.values() if t.position is not None)
+        if self.risk.max_open_positions is not None and open_positions >= self.risk.max_open_positions:
+            return f"{open_positions} open position(s) reached risk.max_open_positions {self.risk.max_open_positions}"
+        if self.risk.max_total_position_usd is not None:
+            in_doubt = sum(o.notional_usd for o in self.executor.unknown.orders.values() if o.purpose == "entry")
+            total = sum((t.notional_usd() for t in self.traders.values()), Decimal(0)) + in_doubt
+            if total + notional_usd > self.risk.max_total_position_usd:
+                return (f"open ${total:.2f} + order ${notional_usd:.2f} would exceed risk.max_total_position_usd "
+                        f"${self.risk.max_total_position_usd}")
+        return None
+
+    def want_check(self, reason: str) -> None:
+        self.reconciler.want(reason, at_once=True)
+
+    def check_due(self) -> bool:
+        return self.reconciler.due is not None
+
+    def protective_lost(self, coin: str, cloid: str) -> None:
+        """An exchange-side SL/TP turned out not to rest: its market places the level again."""
+        trader = self.traders.get(coin)
+        if trader is not None and trader.position is not None and cloid in trader.position.protective_cloids:
+            trader.protection.schedule_repair()
+
+    # ---- housekeeping ----------------------------------------------------------------------
+
+    def _state_timer(self, now: float) -> None:
+        if (self.store.pending or not self.store.writable) and now >= self.next_state_retry:
+            self.next_state_retry = now + STATE_RETRY_EVERY_S
+            self.store.retry()
+
+    def _stream_timer(self, now: float) -> None:
+        """The socket thread must never be gone for good: a dead one is replaced."""
+        ws = self.ws
+        if ws is None or now < self.next_ws_check:
+            return
+        self.next_ws_check = now + WS_SUPERVISE_EVERY_S
+        if ws.thread_died() and not self.stop_event.is_set():
+            self.ws_restarts += 1
+            log.error("WebSocket thread is gone; starting a new one (restart %d)", self.ws_restarts)
+            self.ws = ws.restarted()
+            self.ws.start()
+
+    def _publish_timer(self, now: float) -> None:
+        if now - self.last_publish >= HEALTH_PUBLISH_EVERY_S:
+            self.last_publish = now
+            self.publish_health()
+
+    def publish_health(self) -> None:
+        """Publish what /health needs as an immutable snapshot with monotonic stamps, not ages:
+        the health thread computes ages when asked, so a stalled loop shows (health.render)."""
+        now = self.clock()
+        ws = self.ws_settings
+        fresh_limit = ws.stale_after + ws.fallback_poll_interval * 2 if ws.enabled else self.check_interval_s * 2
+        stats = self.ws.stats() if self.ws is not None else None
+        self._snapshot = build_snapshot(
+            now_s=now, started_s=self.started,
+            markets={coin: t.health_view() for coin, t in self.traders.items()},
+            stream=stream_view(stats, ws.enabled, self.fallback, self.events.qsize(), self.ws_restarts, now),
+            loop={"price_fresh_limit_s": fresh_limit, "mode": self.mode, "dry_run": self.paper,
+                  "state_writable": self.store.writable, "state_error": self.store.error,
+                  "handler_errors": self.handler_errors, "unknown_orders": len(self.executor.unknown),
+                  "oldest_unknown_order_at_s": self.executor.unknown.oldest_since_s(),
+                  "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+
+    def health_snapshot(self) -> Mapping[str, Any]:
+        """Called from the health thread: returns the last published immutable snapshot."""
+        return self._snapshot
+
+    def shutdown(self) -> None:
+        """After the loop: save the positions, journal fills already received (market data is
+        dropped; no order goes out now), publish a last health snapshot."""
+        for trader in self.traders.values():
+            if trader.position is not None:
+                self.store.save_position(trader.position_record())
+        journaled = 0
+        try:
+            for _ in range(self.events.maxsize or 10_000):
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                if type(event) is stream.Fill:
+                    self.reconciler.on_fill(event)
+                    journaled += 1
+        except Exception as exc:  # in a `finally`: must not hide why the loop ended
+            log.error("stopping: journaling queued fills failed (%s); the next start fetches them", exc)
+        if journaled:
+            log.info("stopping: %d queued fill(s) journaled; the next start checks the position", journaled)
+        self.store.retry()
+        if self.store.pending:
+            log.error("stopping: %d state write(s) could not be saved (%s); the next start reconciles with "
+                      "the exchange", self.store.pending, self.store.error)
+        self.publish_health()

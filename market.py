@@ -1,0 +1,385 @@
+"""One traded coin: its price, candles, position, trailing stop, exits and entries.
+
+Owns: the market's current price (from the stream or REST), its candles (trades deduplicated
+across reconnects), the position and its restart-safe high-water mark, the exit decision on every
+price (sent at once, before any disk write), exit retries (0.5 s doubling to 2 s), the entry
+decision (the market's strategy, its risk guard, the account-wide limits), adopting the exchange's
+position when a check finds ours differs, and the market's health figures.
+Must not: touch the socket or another market's state, wait on the disk before an exit, or send
+an entry while one of its orders may still fill (the executor says) or the position is unconfirmed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Literal, Protocol
+
+from execution import Ioc, NotSent, OrderExecutor
+from exits import ExitDecision, ExitRules, PositionView, TrailingStop
+from hyperliquid_rest import HyperliquidError, OrderStatusUnknown
+from hyperliquid_websocket import Trade
+from protection import Protection
+from settings import MarketSettings
+from sizing import RiskGuard, order_size
+from state import SavedPosition
+from state_writer import StateWriter
+from strategies import CandleSeries, Strategy, interval_ms
+
+log = logging.getLogger("bot")
+
+PRICE_LOG_EVERY_S = 5.0        # `📡 Real-time price update` at most this often
+EXIT_RETRY_BASE_S = 0.5        # a failed exit is retried with backoff from this delay...
+EXIT_RETRY_MAX_S = 2.0         # ...up to this: the exchange may be back any moment
+ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
+ENTRY_COOLDOWN_S = 5.0         # no new entry this soon after a position closed (no churn)
+CANCEL_RETRY_S = 5.0           # entries wait this long between retries of failed cancels
+
+
+@dataclass
+class OpenPosition:
+    """A market's position (main thread only). `trailing` carries the restart-safe high-water mark."""
+
+    side: Literal["long", "short"]
+    size: Decimal
+    entry_px: Decimal
+    opened_ms: int
+    trailing: TrailingStop | None
+    protective_cloids: tuple[str, ...] = ()
+
+    @property
+    def is_buy_to_close(self) -> bool:
+        return self.side == "short"
+
+
+class Account(Protocol):
+    """What a market needs to know of the account (the loop answers)."""
+
+    def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None: ...
+
+    def want_check(self, reason: str) -> None: ...
+
+    def check_due(self) -> bool: ...
+
+
+class MarketTrader:
+    """Everything the bot decides for one coin. Built by trading_bot.build_bot."""
+
+    def __init__(self, market: MarketSettings, sz_decimals: int, strategy: Strategy, executor: OrderExecutor,
+                 protection: Protection, store: StateWriter, account: Account, paper: bool,
+                 clock: Callable[[], float], now_ms: Callable[[], int]) -> None:
+        self.coin = market.coin
+        self.trading = tr = market.trading
+        self.exit_rules = protection.exit_rules
+        self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)
+        self.sz_decimals = sz_decimals
+        self.strategy = strategy
+        self.executor, self.protection, self.store, self.account = executor, protection, store, account
+        self.paper, self.clock, self.now_ms = paper, clock, now_ms
+        self.candle_interval = market.strategy.candle_interval
+        self.candles = CandleSeries(interval_ms(self.candle_interval), maxlen=500)
+        self.current_price: Decimal | None = None
+        self.price_source = "none"
+        self.price_at = 0.0
+        self.last_market_data = clock()  # grace period: the stream gets stale_after to start
+        self.position: OpenPosition | None = None
+        self.position_dirty = False  # the trailing high-water moved: saved by the timers, never before an exit
+        self.exit_cloid: str | None = None  # the next exit's cloid, already saved ("reserved")
+        self.exit_failures = 0
+        self.next_exit_attempt = 0.0
+        self.entries_enabled = True
+        self.entry_blocked_until = 0.0
+        self.last_entry_eval = 0.0
+        self.last_closed_candles = 0
+        self.last_price_log = 0.0
+        self.trades_seen = 0
+        self._last_trade_ms = 0  # newest trade time folded into the candles
+        self._tids_at_last_ms: set[int] = set()  # trades of that millisecond already folded in
+        self.timers = (self._exit_retry_timer, self._entry_timer, self._reserve_timer, self._protection_timer,
+                       self._save_timer)
+
+    @staticmethod
+    def rules_for(market: MarketSettings) -> ExitRules:
+        tr = market.trading
+        return ExitRules(tr.stop_loss_pct, tr.take_profit_pct, tr.trailing_stop_pct, tr.trailing_offset_pct)
+
+    # ---- prices ----------------------------------------------------------------------------
+
+    def on_trade(self, event: Trade) -> None:
+        """A trade of this coin from the stream (the hot path)."""
+        self.last_market_data = self.clock()
+        t = event.time_ms
+        if t < self._last_trade_ms or (t == self._last_trade_ms and event.tid in self._tids_at_last_ms):
+            return  # already folded in (a replay after a reconnect) or out of order
+        if t != self._last_trade_ms:
+            self._last_trade_ms = t
+            self._tids_at_last_ms.clear()
+        self._tids_at_last_ms.add(event.tid)
+        self.trades_seen += 1
+        self.candles.add_trade(event.price, event.size, event.time_ms)
+        # The replay sent after (re)subscribing is history for the candles, not a live price: acting
+        # on it could fire a stop on a price from minutes ago. (Its newest trade is not marked.)
+        if not event.replay:
+            self.on_price(event.price, "websocket")
+
+    def on_rest_price(self, price: Decimal) -> None:
+        self.candles.add_trade(price, Decimal(0), self.now_ms())
+        self.on_price(price, "rest")
+
+    def on_price(self, price: Decimal, source: str) -> None:
+        """Every price, from either source: record it, move the trailing stop, check exits now."""
+        self.current_price = price
+        self.price_source = source
+        now = self.clock()
+        self.price_at = now
+        if now - self.last_price_log >= PRICE_LOG_EVERY_S:
+            self.last_price_log = now
+            if source == "websocket":
+                log.info("📡 Real-time price update: $%.2f %s", price, self.coin)
+            else:
+                log.info("REST price update: $%.2f %s", price, self.coin)
+        if self.position is not None:
+            self.check_exits(price)
+
+    # ---- exits -----------------------------------------------------------------------------
+
+    def check_exits(self, price: Decimal) -> None:
+        """Move the trailing stop and decide; the high-water mark is saved by the timers, after."""
+        pos = self.position
+        assert pos is not None
+        high_water = None
+        if pos.trailing is not None:
+            before = pos.trailing.high_water
+            pos.trailing.update(price)
+            high_water = pos.trailing.high_water
+            if high_water != before:
+                self.position_dirty = True
+        if self.next_exit_attempt and self.clock() < self.next_exit_attempt:
+            return
+        view = PositionView(side=pos.side, entry_px=pos.entry_px, size=pos.size, high_water=high_water)
+        decision = self.exit_rules.check(view, price, self.now_ms())
+        if decision is not None:
+            self._exit(decision, price)
+
+    def _exit(self, decision: ExitDecision, price: Decimal) -> None:
+        pos = self.position
+        assert pos is not None
+        self.guard.check_exit(self.now_ms())
+        signal = ("%s exit signal %s: price %s crossed %s (entry %s, %s %s)", self.coin, decision.reason, price,
+                  decision.trigger_price, pos.entry_px, pos.side, pos.size)
+        reserved, self.exit_cloid = self.exit_cloid, None  # used once, whatever happens next
+        order = Ioc(self.coin, pos.is_buy_to_close, pos.size, price, self.trading.slippage_pct, True, "exit")
+        try:
+            filled, avg_px = self.executor.send_ioc(order, reserved_cloid=reserved)
+        except OrderStatusUnknown as exc:
+            log.info(*signal)
+            self._exit_failed(f"result unknown: {exc}")
+            return
+        except HyperliquidError as exc:
+            log.info(*signal)
+            self._exit_failed(str(exc))
+            return
+        log.info(*signal)  # after the order went out: logging is time the exit must not wait for
+        if filled <= 0:
+            self._exit_failed("not filled")
+            return
+        self.exit_failures = 0
+        self.next_exit_attempt = 0.0
+        if filled < pos.size:
+            pos.size -= filled
+            self.position_dirty = True
+            log.warning("%s exit partially filled: %s of %s at %s; the rest stays protected", self.coin,
+                        filled, filled + pos.size, avg_px)
+            return
+        log.info("%s position closed by %s: %s %s at %s (entry %s)", self.coin, decision.reason, pos.side,
+                 filled, avg_px, pos.entry_px)
+        self.closed()
+
+    def closed(self) -> None:
+        """The position is gone (our exit, or the exchange's stop): forget it, pause entries, then
+        cancel its exchange-side orders (network calls, after the state is right)."""
+        pos, self.position = self.position, None
+        self.position_dirty = False
+        self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
+        self.next_exit_attempt = 0.0  # a backoff from this position must not mute the next one's stops
+        self.exit_failures = 0
+        self.protection.reset()
+        self.store.clear_position(self.coin)
+        self._drop_exit_reservation()  # not needed: the exchange's stop or a manual close came first
+        if pos is not None:
+            self.protection.cancel(pos)
+
+    def _exit_failed(self, why: str) -> None:
+        """Retry soon (the exchange may be back any moment) and ask the exchange where the position
+        stands: an exit with an unknown result, or one refused as reduce-only, may mean it is gone."""
+        self.exit_failures += 1
+        delay = min(EXIT_RETRY_BASE_S * 2 ** (self.exit_failures - 1), EXIT_RETRY_MAX_S)
+        self.next_exit_attempt = self.clock() + delay
+        self.account.want_check(f"{self.coin} exit failed")
+        log.error("%s EXIT FAILED (%s), attempt %d; retrying in %.1fs; the exchange-side stop is the backstop",
+                  self.coin, why, self.exit_failures, delay)
+
+    def _drop_exit_reservation(self) -> None:
+        if self.exit_cloid is not None:
+            self.executor.retire_reserved(self.exit_cloid)
+            self.exit_cloid = None
+
+    # ---- entries ---------------------------------------------------------------------------
+
+    def _entry_blocked(self, now: float) -> bool:
+        if not self.entries_enabled or now < self.entry_blocked_until:
+            return True
+        if self.executor.blocks_entries(self.coin) or self.account.check_due():
+            return True  # an order that may still fill, or a position not confirmed yet
+        if self.executor.cancels_pending(self.coin):
+            self.entry_blocked_until = now + CANCEL_RETRY_S  # a stale stop could close the new position
+            return True
+        return False
+
+    def maybe_enter(self, now: float) -> None:
+        if self._entry_blocked(now):
+            return
+        closed = self.candles.closed_count
+        if closed == self.last_closed_candles and now - self.last_entry_eval < ENTRY_EVAL_EVERY_S:
+            return
+        self.last_closed_candles = closed
+        self.last_entry_eval = now
+        assert self.current_price is not None
+        side = self.strategy.on_candles(self.candles.closed(), self.current_price, False)
+        if side is not None:
+            self._enter(side, self.current_price)
+
+    def _enter(self, side: Literal["long", "short"], price: Decimal) -> None:
+        try:
+            size = order_size(self.trading.order_size_usd, price, self.sz_decimals)
+        except ValueError as exc:
+            log.warning("%s entry skipped: %s", self.coin, exc)
+            return
+        refusal = self.guard.check_entry(Decimal(0), size * price, self.now_ms()) \
+            or self.account.entry_refusal(self.coin, size * price)
+        if refusal:
+            log.warning("%s entry refused by risk guard: %s", self.coin, refusal)
+            return
+        log.info("%s entry signal %s at %s (strategy %s)", self.coin, side, price, self.strategy.name)
+        order = Ioc(self.coin, side == "long", size, price, self.trading.slippage_pct, False, "entry")
+        try:
+            filled, avg_px = self.executor.send_ioc(order, guard=self.guard)
+        except NotSent as exc:
+            log.error("%s entry not sent: %s", self.coin, exc)
+            return
+        except OrderStatusUnknown as exc:
+            log.error("%s entry order: %s; no entry until the exchange says what became of it", self.coin, exc)
+            return
+        except HyperliquidError as exc:
+            log.error("%s entry order not executed: %s", self.coin, exc)
+            return
+        if filled <= 0:
+            log.warning("%s entry order not filled (IOC at %s)", self.coin, price)
+            return
+        self.position = OpenPosition(side=side, size=filled, entry_px=avg_px, opened_ms=self.now_ms(),
+                                     trailing=None)  # first: whatever raises next, the fill is a position
+        self.position.trailing = self._trailing(side, avg_px)
+        log.info("position opened: %s %s %s at %s", side, filled, self.coin, avg_px)
+        self.store.save_position(self.position_record())  # before the stops' round trips
+        self.protection.place(self.position)
+        self.store.save_position(self.position_record())  # with the stops' cloids
+
+    def _trailing(self, side: Literal["long", "short"], entry_px: Decimal,
+                  high_water: Decimal | None = None) -> TrailingStop | None:
+        if self.trading.trailing_stop_pct is None:
+            return None
+        return TrailingStop(side, self.trading.trailing_stop_pct, entry_px,
+                            activation_offset_pct=self.trading.trailing_offset_pct, high_water=high_water)
+
+    # ---- timers ----------------------------------------------------------------------------
+
+    def _exit_retry_timer(self, now: float) -> None:
+        if self.position is not None and self.next_exit_attempt and now >= self.next_exit_attempt \
+                and self.current_price is not None:
+            self.check_exits(self.current_price)
+
+    def _entry_timer(self, now: float) -> None:
+        if self.position is None and self.current_price is not None:
+            self.maybe_enter(now)
+
+    def _reserve_timer(self, now: float) -> None:
+        pos = self.position
+        if pos is not None and self.exit_cloid is None and self.store.writable:
+            self.exit_cloid = self.executor.reserve_exit_cloid(self.coin, pos.is_buy_to_close, pos.size)
+
+    def _protection_timer(self, now: float) -> None:
+        if self.position is not None and self.protection.repair_due(now):
+            self.protection.repair(self.position)
+            self.position_dirty = True
+
+    def _save_timer(self, now: float) -> None:
+        if self.position_dirty and self.position is not None:
+            self.position_dirty = False
+            self.store.save_position(self.position_record())  # a failure is kept and retried by the writer
+
+    # ---- the exchange's word ---------------------------------------------------------------
+
+    def resume(self, saved: SavedPosition) -> None:
+        """Start-up: the position saved by the last run (checked against the exchange next)."""
+        self.position = OpenPosition(side=saved.side, size=saved.size, entry_px=saved.entry_px,
+                                     opened_ms=saved.opened_ms, trailing=self._trailing(saved.side, saved.entry_px,
+                                                                                        saved.high_water),
+                                     protective_cloids=tuple(saved.protective_cloids))
+        log.info("%s: resumed saved position: %s %s at %s, high-water %s", self.coin, saved.side, saved.size,
+                 saved.entry_px, saved.high_water)
+
+    def adopt(self, size: Decimal, entry_px: Decimal, reason: str) -> None:
+        """The exchange's signed position size for this coin (0: flat) is the truth."""
+        pos = self.position
+        if size == 0:
+            if pos is not None:
+                log.warning("%s: the exchange has no %s position but we had %s %s; it was closed outside the bot "
+                            "(exchange-side stop?); adopting flat", reason, self.coin, pos.side, pos.size)
+                self.closed()
+            return
+        side: Literal["long", "short"] = "long" if size > 0 else "short"
+        if pos is not None and pos.side == side and pos.size == abs(size):
+            return
+        high_water = pos.trailing.high_water if pos is not None and pos.trailing is not None and pos.side == side \
+            else None
+        log.warning("%s: adopting the exchange's %s position %s %s at %s (we had %s)", reason, self.coin, side,
+                    abs(size), entry_px, f"{pos.side} {pos.size}" if pos else "none")
+        self._drop_exit_reservation()  # reserved for the old side and size
+        self.position = OpenPosition(side=side, size=abs(size), entry_px=entry_px, opened_ms=self.now_ms(),
+                                     trailing=self._trailing(side, entry_px, high_water))
+        self.protection.place(self.position)
+        if pos is not None and pos.protective_cloids:
+            # Sized and sided for the old position: a flipped one could never trigger them, a grown
+            # one would be partly unprotected. Replaced, the new ones first (all are reduce-only).
+            self.protection.cancel(pos)
+        self.store.save_position(self.position_record())
+
+    # ---- views -----------------------------------------------------------------------------
+
+    def position_record(self) -> SavedPosition:
+        pos = self.position
+        assert pos is not None
+        return SavedPosition(coin=self.coin, side=pos.side, size=pos.size, entry_px=pos.entry_px,
+                             high_water=pos.trailing.high_water if pos.trailing else None,
+                             opened_ms=pos.opened_ms, protective_cloids=pos.protective_cloids)
+
+    def notional_usd(self) -> Decimal:
+        pos = self.position
+        if pos is None:
+            return Decimal(0)
+        return pos.size * (self.current_price or pos.entry_px)
+
+    def health_view(self) -> dict[str, Any]:
+        """This market's figures for the health snapshot (stamps, not ages)."""
+        pos = self.position
+        return {
+            "current_price": float(self.current_price) if self.current_price is not None else None,
+            "price_source": "rest" if self.price_source == "rest" else "websocket",
+            "price_at_s": self.price_at if self.current_price is not None else None,
+            "position": None if pos is None else {
+                "side": pos.side, "size": float(pos.size), "entry_px": float(pos.entry_px),
+                "high_water": float(pos.trailing.high_water) if pos.trailing and pos.trailing.high_water else None,
+            },
+            "exit_failures": self.exit_failures,
+            "trades_seen": self.trades_seen,
+        }

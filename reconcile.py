@@ -1,0 +1,214 @@
+"""Reconciliation with the exchange, which is the truth: positions, fills, start-up.
+
+Owns: position checks (asked for by any part of the bot, run by a timer of the loop at most once a
+second and once a minute regardless; one `clearinghouseState` serves every market), the fill
+journal's catch-up over REST (after a reconnect and at start), the account's fills from the
+stream (journaled once by tid; a fill the bot did not expect triggers a check), start-up
+(saved positions resumed, orders in doubt looked up, exchange-side orders checked), and a warning
+for every position on the account that no market of the bot trades.
+Must not: decide exits or entries, sleep, or send an order (protection and the traders do).
+"""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Callable, Mapping, Protocol
+
+from execution import OrderExecutor
+from hyperliquid_rest import AccountState, Fill, HyperliquidError, OpenOrder, OrderStatusResult
+from hyperliquid_websocket import Fill as StreamFill
+from market import MarketTrader
+from protection import cancel_stale_protective
+from rest_gate import InfoGate
+from state_writer import StateWriter
+
+log = logging.getLogger("bot")
+
+RECONCILE_EVERY_S = 60.0        # periodic check of the positions against the exchange
+CHECK_SPACING_S = 1.0           # checks asked for by events run at most this often
+FILLS_LOOKBACK_MS = 24 * 3600 * 1000  # the first start fetches the last day's fills
+
+
+class AccountQueries(Protocol):
+    def clearinghouse_state(self, user: str) -> AccountState: ...
+
+    def user_fills_by_time(self, user: str, start_ms: int, end_ms: int | None = None) -> list[Fill]: ...
+
+    def open_orders(self, user: str) -> list[OpenOrder]: ...
+
+    def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult: ...
+
+
+class Reconciler:
+    """Holds the bot's view against the exchange's for every market."""
+
+    def __init__(self, rest: AccountQueries, store: StateWriter, executor: OrderExecutor, gate: InfoGate,
+                 traders: Mapping[str, MarketTrader], address: str, paper: bool, clock: Callable[[], float],
+                 now_ms: Callable[[], int]) -> None:
+        self.rest, self.store, self.executor, self.gate = rest, store, executor, gate
+        self.traders, self.address, self.paper = traders, address, paper
+        self.clock, self.now_ms = clock, now_ms
+        self.due: str | None = None  # why a position check is wanted at the next timer pass
+        self.next_check = 0.0
+        self.last_periodic = clock()
+        self.connected_once = False
+        self.unmanaged: dict[str, Decimal] = {}  # coin -> size of positions no market trades
+
+    # ---- position checks -------------------------------------------------------------------
+
+    def want(self, reason: str, at_once: bool = False) -> None:
+        """Ask the exchange for the positions at the next timer pass (one check for a burst of causes)."""
+        if self.due is None:
+            self.due = reason
+        if at_once:
+            self.next_check = 0.0
+
+    def timer(self, now: float) -> None:
+        if now - self.last_periodic >= RECONCILE_EVERY_S:
+            self.last_periodic = now
+            self.want("periodic check")
+        if self.due is None or now < self.next_check or self.gate.held(now):
+            return
+        reason, self.due = self.due, None
+        self.next_check = now + CHECK_SPACING_S
+        done = False
+        try:
+            done = self.check_positions(reason)
+        finally:
+            if not done:  # failed or raised: tried again after the spacing (or the /info pause)
+                self.want(reason)
+
+    def check_positions(self, reason: str) -> bool:
+        """Adopt the exchange's position of every market; False: the exchange could not be asked."""
+        if self.paper:
+            return True
+        if self.gate.held(self.clock()):
+            return False
+        try:
+            state = self.rest.clearinghouse_state(self.address)
+        except HyperliquidError as exc:
+            self.gate.failed(f"position check ({reason})", exc)
+            return False
+        self.gate.ok()
+        theirs = {p.coin: p for p in state.positions if p.size != 0}
+        for coin, trader in self.traders.items():
+            p = theirs.get(coin)
+            trader.adopt(p.size if p else Decimal(0), p.entry_px if p else Decimal(0), reason)
+        self._note_unmanaged({c: p.size for c, p in theirs.items() if c not in self.traders})
+        return True
+
+    def _note_unmanaged(self, sizes: dict[str, Decimal]) -> None:
+        """A position no market trades is never dropped silently: a warning when it appears or changes."""
+        for coin, size in sizes.items():
+            if self.unmanaged.get(coin) != size:
+                log.warning("unmanaged position: %s %s on the account (no market of this bot trades %s; it is "
+                            "left alone)", coin, size, coin)
+        for coin in set(self.unmanaged) - set(sizes):
+            log.info("unmanaged position: %s is now flat", coin)
+        self.unmanaged = sizes
+
+    # ---- fills -----------------------------------------------------------------------------
+
+    def reconcile_fills(self) -> bool:
+        """Journal the fills the stream may have missed (since the newest journaled one)."""
+        if self.gate.held(self.clock()):
+            return False
+        since = self.store.last_fill_time_ms()
+        start = since if since is not None else self.now_ms() - FILLS_LOOKBACK_MS
+        try:
+            fills = self.rest.user_fills_by_time(self.address, start)
+        except HyperliquidError as exc:
+            self.gate.failed("fill reconciliation", exc)
+            return False
+        self.gate.ok()
+        added = sum(1 for f in fills if f.coin in self.traders and self.store.journal(f))
+        if added:
+            log.info("reconciled %d fill(s) the stream had not delivered", added)
+        return True
+
+    def on_fill(self, fill: StreamFill) -> None:
+        """A fill of the account from the stream: journal it once; a fill we did not expect means the
+        position changed behind our back, so it triggers a check."""
+        if fill.coin not in self.traders:
+            return
+        new = self.store.record_fill(tid=str(fill.tid), coin=fill.coin, px=fill.price, size=fill.size,
+                                     side=fill.side, time_ms=fill.time_ms, oid=fill.oid, cloid=fill.cloid,
+                                     fee=fill.fee, closed_pnl=fill.closed_pnl, paper=False)
+        if new is False:
+            return  # journaled before (None: not written yet, but new to us)
+        if fill.cloid is not None and fill.cloid in self.executor.unknown:
+            log.warning("%s: fill of an order whose result was unknown (%s): %s %s at %s; checking the position",
+                        fill.coin, fill.cloid, fill.side, fill.size, fill.price)
+            self.want("fill of an order whose result was unknown", at_once=True)
+            return
+        record = self.store.order(fill.cloid) if fill.cloid else None
+        if record is not None and record.purpose in ("sl", "tp") and not record.is_terminal:
+            self.store.save_order(record.to("filled", self.now_ms()))  # else the next start asks the exchange
+        # A fill we did not send an IOC for changed the position behind our back: a manual trade (even
+        # while flat), an exchange-side stop, or one left by a killed run. The snapshot counts too: a
+        # stop that fired during start-up arrives only there.
+        stop_fill = record is not None and record.purpose in ("sl", "tp") and self.traders[fill.coin].position is not None
+        if record is None or stop_fill:
+            what = "an order the bot did not send" if record is None else f"exchange-side {record.purpose}"
+            log.warning("%s: %s filled: %s %s at %s; reconciling", fill.coin, what, fill.side, fill.size, fill.price)
+            self.want(f"{what} filled")
+        elif record.purpose in ("entry", "exit") and record.status != "filled":
+            # Our own order, filled, though we took it as not filled: believe the exchange.
+            log.warning("%s: fill of our %s order %s, which we had as %s: %s %s at %s; checking the position",
+                        fill.coin, record.purpose, record.cloid, record.status, fill.side, fill.size, fill.price)
+            self.want(f"fill of our {record.purpose} order we had as {record.status}")
+
+    def on_connected(self) -> None:
+        if self.connected_once and not self.paper:
+            # orderUpdates/userEvents are not replayed on resubscribe: check over REST.
+            self.reconcile_fills()
+            self.want("after reconnect")
+        self.connected_once = True
+
+    # ---- start-up --------------------------------------------------------------------------
+
+    def at_start(self) -> None:
+        """Compare saved state with the exchange; the exchange is the truth. Logs every difference."""
+        saved = self.store.load_positions()
+        for coin, trader in self.traders.items():
+            if coin in saved:
+                trader.resume(saved[coin])
+        if self.paper:
+            return  # reserved cloids stay for a live start to look up: one may be a live exit's
+        self.executor.resolve_at_start()
+        self.reconcile_fills()
+        if not self.check_positions("start-up"):
+            self.want("start-up")  # the loop's timers try again
+        self._check_exchange_side_orders()
+        # One line marking the end of start-up reconciliation (the crash test times stop cover by it).
+        log.info("start-up reconciliation done: %s", self._summary())
+
+    def _summary(self) -> str:
+        parts = []
+        for coin, trader in self.traders.items():
+            pos = trader.position
+            state = "flat" if pos is None else \
+                f"{pos.side} {pos.size} at {pos.entry_px}, exchange-side orders {list(pos.protective_cloids)}"
+            parts.append(state if len(self.traders) == 1 else f"{coin} {state}")
+        return "; ".join(parts)
+
+    def _check_exchange_side_orders(self) -> None:
+        """The positions' SL/TP must rest on the exchange; our stale ones are canceled."""
+        if not any(t.protection.enabled for t in self.traders.values()):
+            return
+        try:
+            open_cloids = {o.cloid for o in self.rest.open_orders(self.address) if o.cloid}
+        except HyperliquidError as exc:
+            log.warning("open-order check failed: %s; stale exchange-side orders stay until the next start", exc)
+            for trader in self.traders.values():
+                if trader.position is not None:
+                    trader.protection.schedule_repair()  # at least the missing levels are placed again
+            return
+        keep: set[str] = set()
+        for trader in self.traders.values():
+            if trader.protection.check_at_start(trader.position, open_cloids):
+                self.store.save_position(trader.position_record())
+            if trader.position is not None:
+                keep |= set(trader.position.protective_cloids)
+        cancel_stale_protective(self.executor, self.store, lambda cloid: self.rest.order_status(self.address, cloid),
+                                keep, open_cloids, self.now_ms)

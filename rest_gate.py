@@ -1,0 +1,49 @@
+"""When the trading loop may call `/info` again after a failure (timing only; no I/O).
+
+Owns: the pause of `/info` calls after a failure, as a timer of the loop: a 429's Retry-After
+(capped), else a backoff from 0.5 s to 5 s while calls keep failing, so that a hung exchange costs
+the loop one deadline per pause, not one per timer; and one warning a minute per kind of call.
+Must not: sleep, call the exchange, or hold `/exchange` actions (exits never wait for `/info`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from hyperliquid_rest import HyperliquidError, RateLimited
+from logsetup import RateLimitedLog
+
+log = logging.getLogger("bot")
+
+HOLD_429_MAX_S = 30.0       # a 429's Retry-After pauses /info calls up to this long
+HOLD_FAIL_BASE_S = 0.5      # other failures pause /info calls from this...
+HOLD_FAIL_MAX_S = 5.0       # ...doubling up to this while they keep failing
+
+
+class InfoGate:
+    """Shared by everything on the trading thread that asks `/info`."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.hold_until = 0.0
+        self.failures = 0  # in a row
+        self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
+
+    def held(self, now: float) -> bool:
+        return now < self.hold_until
+
+    def ok(self) -> None:
+        self.failures = 0
+
+    def failed(self, what: str, exc: HyperliquidError) -> None:
+        """Log the failure (once a minute per kind) and pause `/info` calls."""
+        self.failures += 1
+        if isinstance(exc, RateLimited):
+            hold_s = min(exc.retry_after_s, HOLD_429_MAX_S)
+        else:
+            hold_s = min(HOLD_FAIL_BASE_S * 2 ** (self.failures - 1), HOLD_FAIL_MAX_S)
+        self.hold_until = max(self.hold_until, self.clock() + hold_s)
+        suppressed = self._quiet.allow(f"rest:{what}")
+        if suppressed is not None:
+            log.warning("%s failed: %s; /info paused %.1fs (exits are not)%s", what, exc, hold_s,
+                        f" ({suppressed} more failures)" if suppressed else "")

@@ -1,0 +1,57 @@
+"""The health snapshot the trading loop publishes, built from plain figures (pure; no I/O).
+
+Owns: the snapshot's shape (health.py's contract): monotonic stamps, never ages (the health thread
+computes ages when asked), the first market's figures at the top level and every market under
+`markets`. Must not: read a clock, touch trading state, or be mutated after it is built (the loop
+publishes it as a read-only mapping for the health thread).
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from hyperliquid_websocket import WsStats
+
+
+def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_depth: int, thread_restarts: int,
+                now_s: float) -> dict[str, Any]:
+    """The `websocket` section: the socket thread's stats turned into stamps."""
+    age_s = stats.last_message_age_s if stats is not None else None
+    return {
+        "enabled": enabled,
+        "connected": stats is not None and stats.connected,
+        "subscriptions": stats.subscriptions_confirmed if stats else 0,
+        "last_message_at_s": None if age_s is None else now_s - age_s,
+        "reconnects": stats.reconnects if stats else 0,
+        "fallback": fallback and enabled,
+        "dropped_market_data": stats.dropped_market_data if stats else 0,
+        "parse_errors": stats.parse_errors_total if stats else 0,
+        "queue_depth": queue_depth,
+        "internal_errors": stats.internal_errors if stats else 0,
+        "thread_restarts": thread_restarts,
+    }
+
+
+def build_snapshot(*, now_s: float, started_s: float, markets: Mapping[str, Mapping[str, Any]],
+                   stream: Mapping[str, Any], loop: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`markets`: each coin's `MarketTrader.health_view()`, in config order; `loop`: the loop's own
+    figures (mode, dry_run, price_fresh_limit_s, state_writable, state_error, handler_errors,
+    unknown_orders, oldest_unknown_order_at_s, rss_bytes)."""
+    first_coin = next(iter(markets))
+    first = markets[first_coin]
+    exit_failures = max((m["exit_failures"] for m in markets.values()), default=0)
+    snapshot: dict[str, Any] = {
+        "published_at_s": now_s,
+        "started_at_s": started_s,
+        "symbol": first_coin,
+        "current_price": first["current_price"],
+        "price_source": first["price_source"],
+        "price_at_s": first["price_at_s"],
+        **{k: v for k, v in loop.items() if k != "exit_failures"},
+        "websocket": dict(stream),
+        "position": first["position"],
+        "exit_failures": exit_failures,
+        "trades_seen": sum(m["trades_seen"] for m in markets.values()),
+        "markets": {coin: {k: v for k, v in m.items() if k != "trades_seen"} for coin, m in markets.items()},
+    }
+    return MappingProxyType(snapshot)
