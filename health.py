@@ -94,6 +94,14 @@ def _reasons(snapshot: Mapping[str, Any], body: Mapping[str, Any]) -> list[str]:
         reasons.append("no price yet")
     elif price_age_s > snapshot["price_fresh_limit_s"]:
         reasons.append(f"stale price: {price_age_s:.1f} s old")
+    markets = body.get("markets")
+    if isinstance(markets, Mapping) and len(markets) > 1:  # the first one is the top level, above
+        for coin, market in list(markets.items())[1:]:
+            age_s = market.get("price_age_s")
+            if age_s is None:
+                reasons.append(f"no price yet for {coin}")
+            elif age_s > snapshot["price_fresh_limit_s"]:
+                reasons.append(f"stale price for {coin}: {age_s:.1f} s old")
     return reasons
 
 
@@ -178,6 +186,38 @@ class _BodyCollector:
         for name in STATUS_CODES:
             status.add_metric([name], 1.0 if self._body.get("status") == name else 0.0)
         yield status
+        yield from _market_metrics(self._body.get("markets"))
+
+
+# Per-market figures, labelled by coin: (metric name, help, key in the market's entry).
+_MARKET_METRICS = (
+    ("hlbot_market_price", "last price of the market", "current_price"),
+    ("hlbot_market_price_age_seconds", "age of the market's last price", "price_age_s"),
+    ("hlbot_market_exit_failures", "consecutive failed exits of the market", "exit_failures"),
+)
+
+
+def _market_metrics(markets: Any) -> Iterator[GaugeMetricFamily]:
+    if not isinstance(markets, Mapping):
+        return
+    for name, help_, key in _MARKET_METRICS:
+        family = GaugeMetricFamily(name, help_, labels=["coin"])
+        for coin, market in markets.items():
+            value = market.get(key) if isinstance(market, Mapping) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                family.add_metric([coin], float(value))
+        yield family
+    position = GaugeMetricFamily("hlbot_market_position_size", "signed size of the market's position (0: flat)",
+                                 labels=["coin"])
+    websocket_source = GaugeMetricFamily("hlbot_market_price_from_websocket",
+                                         "1 while the market's price comes from the stream", labels=["coin"])
+    for coin, market in markets.items():
+        pos = market.get("position") if isinstance(market, Mapping) else None
+        size = float(pos["size"]) * (1 if pos["side"] == "long" else -1) if isinstance(pos, Mapping) else 0.0
+        position.add_metric([coin], size)
+        websocket_source.add_metric([coin], 1.0 if market.get("price_source") == "websocket" else 0.0)
+    yield position
+    yield websocket_source
 
 
 def render_metrics(body: Mapping[str, Any]) -> bytes:

@@ -67,7 +67,9 @@ def make_bot(sim: SimServer, tmp_path: Path, **over: Any) -> Harness:
         "state": {"path": str(tmp_path / "bot.db")},
     }
     for section, values in over.items():
-        if isinstance(values, dict):
+        if values is None:
+            doc.pop(section, None)  # e.g. symbol=None with markets=
+        elif isinstance(values, dict) and section != "markets":
             doc.setdefault(section, {}).update(values)
         else:
             doc[section] = values

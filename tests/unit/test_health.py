@@ -141,6 +141,37 @@ def test_render_metrics_names_and_values() -> None:
     assert values[("hlbot_status", (("status", "ok"),))] == 0.0
 
 
+def two_markets(eth_price_at_s: float | None) -> dict[str, Any]:
+    btc = {"current_price": 50012.5, "price_source": "websocket", "price_at_s": NOW_S - 0.2,
+           "position": {"side": "long", "size": 0.004, "entry_px": 50000.0, "high_water": None}, "exit_failures": 0}
+    eth = {"current_price": 3000.0 if eth_price_at_s else None, "price_source": "rest", "price_at_s": eth_price_at_s,
+           "position": {"side": "short", "size": 0.02, "entry_px": 3000.0, "high_water": None}, "exit_failures": 1}
+    return snapshot(markets={"BTC": btc, "ETH": eth})
+
+
+@pytest.mark.parametrize("eth_at, code, reasons", [
+    (NOW_S - 1.0, 200, []),
+    (NOW_S - 12.0, 503, ["stale price for ETH: 12.0 s old"]),
+    (None, 503, ["no price yet for ETH"]),
+])
+def test_every_market_needs_a_fresh_price(eth_at: float | None, code: int, reasons: list) -> None:
+    status, body = render(two_markets(eth_at), NOW_S)
+    assert (status, body["reasons"]) == (code, reasons)
+    if eth_at is not None:
+        assert body["markets"]["ETH"]["price_age_s"] == round(NOW_S - eth_at, 3) and "price_at_s" not in body["markets"]["ETH"]
+
+
+def test_market_metrics_are_labelled_by_coin() -> None:
+    _, body = render(two_markets(NOW_S - 1.0), NOW_S)
+    values = metric_values(render_metrics(body))
+    assert values[("hlbot_market_price", (("coin", "ETH"),))] == 3000.0
+    assert values[("hlbot_market_price_age_seconds", (("coin", "ETH"),))] == 1.0
+    assert values[("hlbot_market_position_size", (("coin", "BTC"),))] == 0.004
+    assert values[("hlbot_market_position_size", (("coin", "ETH"),))] == -0.02
+    assert values[("hlbot_market_price_from_websocket", (("coin", "ETH"),))] == 0.0
+    assert values[("hlbot_market_exit_failures", (("coin", "ETH"),))] == 1.0
+
+
 # ---- over HTTP ------------------------------------------------------------------------------
 
 class Clock:

@@ -72,6 +72,41 @@ def test_position_round_trip_survives_reopen(store: StateStore) -> None:
     assert store.load_position("BTC") is None
 
 
+def test_a_position_per_coin(store: StateStore) -> None:
+    btc = SavedPosition("BTC", "long", D("0.004"), D("50000"), None, 1)
+    eth = SavedPosition("ETH", "short", D("0.02"), D("3000"), D("2990"), 2)
+    store.save_position(btc)
+    store.save_position(eth)
+    assert store.load_positions() == {"BTC": btc, "ETH": eth}
+    store.clear_position("BTC")
+    assert store.load_positions() == {"ETH": eth}
+
+
+def test_a_version_1_file_is_upgraded_with_its_position(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE position (id INTEGER PRIMARY KEY CHECK (id = 1), coin TEXT NOT NULL, side TEXT NOT NULL,
+            size TEXT NOT NULL, entry_px TEXT NOT NULL, high_water TEXT, opened_ms INTEGER NOT NULL,
+            protective_cloids TEXT NOT NULL DEFAULT '[]');
+        CREATE TABLE orders (cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
+            limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, oid INTEGER, filled_size TEXT NOT NULL,
+            avg_px TEXT, reason TEXT);
+        CREATE TABLE fills (tid TEXT PRIMARY KEY, coin TEXT NOT NULL, px TEXT NOT NULL, size TEXT NOT NULL,
+            side TEXT NOT NULL, time_ms INTEGER NOT NULL, oid INTEGER, cloid TEXT, fee TEXT, closed_pnl TEXT,
+            paper INTEGER NOT NULL);
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO position VALUES (1, 'BTC', 'long', '0.004', '50000', '50100', 7, '["0xab"]');
+        PRAGMA user_version = 1;""")
+    db.close()
+    store = StateStore(str(path))
+    store.open()
+    assert store.load_positions() == {"BTC": SavedPosition("BTC", "long", D("0.004"), D("50000"), D("50100"), 7,
+                                                           ("0xab",))}
+    store.close()
+
+
 def test_orders_saved_and_filtered(store: StateStore) -> None:
     rec = _record()
     store.save_order(rec)
@@ -143,3 +178,17 @@ def test_journal_report_round_trips(store: StateStore) -> None:
     assert report.fees == D("0.05") and report.net_pnl == D("0.05") and report.win_rate == 0.5
     text = format_report(report)
     assert "win rate: 50.0%" in text and "closed trades: 2" in text
+
+
+def test_journal_report_keeps_coins_apart(store: StateStore) -> None:
+    # Interleaved: BTC long 100 -> 110, ETH short 10 -> 9, ETH still open after a second entry.
+    fills = [("1", "BTC", "buy", "1", "100"), ("2", "ETH", "sell", "1", "10"), ("3", "BTC", "sell", "1", "110"),
+             ("4", "ETH", "buy", "1", "9"), ("5", "ETH", "buy", "2", "9")]
+    for i, (tid, coin, side, size, px) in enumerate(fills):
+        store.record_fill(tid=tid, coin=coin, px=D(px), size=D(size), side=side, time_ms=1000 * (i + 1),
+                          oid=None, cloid=None, fee=D(0), closed_pnl=None, paper=False)
+    report = journal_report(store)
+    assert [(t.coin, t.side, t.pnl) for t in report.trades] == [("BTC", "long", D("10")), ("ETH", "short", D("1"))]
+    assert report.open_sizes == {"ETH": D("2")}
+    text = format_report(report)
+    assert "BTC: 1 trades, net pnl 10.00" in text and "open position from fills: ETH 2" in text
