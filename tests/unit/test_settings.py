@@ -224,3 +224,10 @@ def test_symbol_alone_is_one_market_and_risk_has_no_limit_by_default() -> None:
     s = settings_from_dict({"symbol": "ETH", "trading": {"order_size_usd": 20}})
     assert s.coins == ("ETH",) and s.market("ETH").trading.order_size_usd == Decimal("20")
     assert s.risk.max_open_positions is None and s.risk.max_total_position_usd is None
+
+
+def test_the_markets_example_loads() -> None:
+    s = load_settings(ROOT / "config" / "config.markets.example.json")
+    assert s.coins == ("BTC", "ETH", "SOL") and s.risk.max_open_positions == 2
+    assert s.market("SOL").strategy.name == "ema_cross" and s.market("SOL").trading.leverage == 2
+    assert s.market("ETH").trading.stop_loss_pct == Decimal("0.5") and s.market("ETH").strategy.name == "always_long"
