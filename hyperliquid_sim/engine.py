@@ -3,25 +3,29 @@
 Owns: a seeded random-walk price per coin, a synthetic book around it, accounts (USDC, positions
 with entry price, leverage, margin and unrealized PnL), orders (IOC/GTC/ALO limits, reduce-only,
 cloids, trigger TP/SL on the last price), fills with fees and unique trade ids, nonce rules,
-candles (history and the live one per interval), and parsing a recorded trade stream for replay.
-Must not: do I/O. The server layer reads files and turns these results into wire frames.
+the trade history every print lands in (candles.py keeps it and builds candles from it), and
+parsing a recorded trade stream for replay.
+Must not: do I/O. The server's parts read files and turn these results into wire frames.
 """
 from __future__ import annotations
 
-import bisect
 import itertools
 import json
 import random
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
 from signing import is_valid_price, is_valid_size, round_price
 
+from .candles import TradeHistory
+
 TAKER_FEE = Decimal("0.00045")
 MAKER_FEE = Decimal("0.00015")
 HALF_SPREAD = Decimal("0.0001")  # the synthetic book's best levels sit 1 bp either side of the price
 MIN_NOTIONAL = Decimal("10")
+BACKFILL_MINUTES = 200  # of seeded prints before the first live one, for candle warm-up
 
 # name -> (szDecimals, maxLeverage, start price)
 DEFAULT_COINS: dict[str, tuple[int, int, Decimal]] = {
@@ -64,38 +68,6 @@ class Account:
     leverage: dict[str, tuple[int, bool]] = field(default_factory=dict)
     fills: list[dict[str, Any]] = field(default_factory=list)
     nonces: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Candle:
-    """One OHLCV bucket `[start_ms, start_ms + interval_ms)`; prints update it in place."""
-    coin: str
-    interval_ms: int
-    start_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    trades: int
-
-    @classmethod
-    def from_rows(cls, coin: str, interval_ms: int, start_ms: int,
-                  rows: list[tuple[int, Decimal, Decimal]]) -> "Candle":
-        pxs = [px for _, px, _ in rows]
-        return cls(coin, interval_ms, start_ms, pxs[0], max(pxs), min(pxs), pxs[-1],
-                   sum((sz for _, _, sz in rows), Decimal(0)), len(rows))
-
-    def add(self, px: Decimal, size: Decimal) -> None:
-        self.high, self.low, self.close = max(self.high, px), min(self.low, px), px
-        self.volume += size
-        self.trades += 1
-
-    def wire(self, interval: str) -> dict[str, Any]:
-        """The `candle` channel / `candleSnapshot` shape: T is the bucket's last millisecond."""
-        return {"t": self.start_ms, "T": self.start_ms + self.interval_ms - 1, "s": self.coin, "i": interval,
-                "o": str(self.open), "c": str(self.close), "h": str(self.high), "l": str(self.low),
-                "v": str(self.volume), "n": self.trades}
 
 
 @dataclass(frozen=True)
@@ -152,33 +124,24 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.orders: dict[int, Order] = {}
         self.by_cloid: dict[tuple[str, str], int] = {}
-        self.history: dict[str, list[tuple[int, Decimal, Decimal]]] = {c: [] for c in self.coins}
-        self._backfill(history_minutes=200)
+        self.history = TradeHistory(self.coins)
+        now_ms = time.time_ns() // 1_000_000
+        for coin, (sz_dec, _lev, _px) in self.coins.items():
+            self.history.backfill(coin, self.prices[coin], sz_dec, self.rng, volatility * 3, now_ms, BACKFILL_MINUTES)
         self._done: dict[int, Order] = {}  # filled/canceled orders, for orderStatus
         self._oids = itertools.count(1000)
         self._tids = itertools.count(10**9)
-        # the live candle per (coin, interval_ms), kept only for intervals someone asked for:
-        # updating every interval on every print would cost the feed for nothing
-        self._live_candles: dict[tuple[str, int], Candle] = {}
 
     # ---- prices ----
-
-    def _backfill(self, history_minutes: int) -> None:
-        """A seeded past (one print per 10 s) ending at today's price, so candle warm-up has data."""
-        import time as _time
-        now = _time.time_ns() // 1_000_000
-        for coin in self.coins:
-            px = self.prices[coin]
-            rows = []
-            for i in range(history_minutes * 6):
-                rows.append((now - (i + 1) * 10_000, px, Decimal("0.1")))
-                px = round_price(px * (1 + Decimal(str(self.rng.gauss(0, self.volatility * 3)))), self.coins[coin][0])
-            self.history[coin] = list(reversed(rows))
 
     def account(self, user: str) -> Account:
         if user not in self.accounts:
             self.accounts[user] = Account(self.initial_usdc)
         return self.accounts[user]
+
+    def next_tid(self) -> int:
+        """A trade id no print or fill has used, for trades sent around the engine."""
+        return next(self._tids)
 
     def walk(self, coin: str) -> Decimal:
         sz_dec = self.coins[coin][0]
@@ -198,34 +161,8 @@ class Engine:
         trade = {"coin": coin, "side": side or self.rng.choice("AB"), "px": str(px), "sz": str(size),
                  "hash": "0x" + format(tid, "064x"), "time": now_ms, "tid": tid,
                  "users": ["0x" + "0" * 40, "0x" + "0" * 40]}
-        self.history[coin].append((now_ms, px, size))
-        if len(self.history[coin]) > 200_000:
-            del self.history[coin][:100_000]
-        self._roll_candles(coin, px, size, now_ms)
+        self.history.record(coin, px, size, now_ms)
         return trade, self._cross_resting(coin, px, now_ms)
-
-    def _roll_candles(self, coin: str, px: Decimal, size: Decimal, now_ms: int) -> None:
-        for (c, step), candle in list(self._live_candles.items()):
-            if c != coin:
-                continue
-            if now_ms >= candle.start_ms + step:  # the bucket closed: this print opens the next
-                start = now_ms - now_ms % step
-                self._live_candles[(c, step)] = Candle(coin, step, start, px, px, px, px, size, 1)
-            else:
-                candle.add(px, size)
-
-    def latest_candle(self, coin: str, interval_ms: int) -> Candle | None:
-        """The bucket of the latest print (None before any); tracked live from the first ask on."""
-        key = (coin, interval_ms)
-        if key not in self._live_candles:
-            rows = self.history.get(coin) or []
-            if not rows:
-                return None
-            last = rows[-1][0]
-            start = last - last % interval_ms
-            first = bisect.bisect_left(rows, start, key=lambda row: row[0])
-            self._live_candles[key] = Candle.from_rows(coin, interval_ms, start, rows[first:])
-        return self._live_candles[key]
 
     def _cross_resting(self, coin: str, px: Decimal, now_ms: int) -> list[tuple[str, list[dict], list[dict]]]:
         touched: dict[str, tuple[list[dict], list[dict]]] = {}
@@ -413,11 +350,3 @@ class Engine:
             return {"status": "unknownOid"}
         return {"status": "order", "order": {"order": order.wire(), "status": order.status,
                                              "statusTimestamp": order.status_time}}
-
-    def candles(self, coin: str, interval_ms: int, start: int, end: int) -> list[Candle]:
-        """Candles with at least one print in [start, end], oldest first, the latest 5000 only."""
-        buckets: dict[int, list[tuple[int, Decimal, Decimal]]] = {}
-        for row in self.history.get(coin, []):
-            if start <= row[0] <= end:
-                buckets.setdefault(row[0] - row[0] % interval_ms, []).append(row)
-        return [Candle.from_rows(coin, interval_ms, t0, buckets[t0]) for t0 in sorted(buckets)[-5000:]]

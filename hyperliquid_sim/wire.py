@@ -1,0 +1,47 @@
+"""Wire shapes and texts that more than one of the simulator's parts sends.
+
+Owns: the candle interval names, the 422 text of both HTTP endpoints, compact JSON, and the
+market-data views of the engine's prices: the synthetic l2 book (the levels the engine's fills
+assume), the best bid and offer, all mids.
+Must not: change the engine or send anything; callers put these on the wire.
+"""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from signing import round_price
+
+from .engine import HALF_SPREAD, Engine
+
+INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+                "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
+                "3d": 259_200_000, "1w": 604_800_000, "1M": 2_592_000_000}
+DESERIALIZE_ERROR = "Failed to deserialize the JSON body into the target type"
+
+Level = dict[str, Any]  # {"px": "50005", "sz": "0.1", "n": 1}
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def book(engine: Engine, coin: str, depth: int = 20) -> list[list[Level]]:
+    """`[bids, asks]`, best first: level i sits i+1 half-spreads from the price, size (i+1)/10."""
+    px, sz_dec = engine.prices[coin], engine.coins[coin][0]
+    tick = px * HALF_SPREAD
+    bids = [{"px": str(round_price(px - tick * (i + 1), sz_dec)), "sz": str(Decimal(i + 1) / 10), "n": i + 1}
+            for i in range(depth)]
+    asks = [{"px": str(round_price(px + tick * (i + 1), sz_dec)), "sz": str(Decimal(i + 1) / 10), "n": i + 1}
+            for i in range(depth)]
+    return [bids, asks]
+
+
+def bbo(engine: Engine, coin: str) -> tuple[Level, Level]:
+    bids, asks = book(engine, coin, 1)
+    return bids[0], asks[0]
+
+
+def mids(engine: Engine) -> dict[str, str]:
+    return {c: str(p) for c, p in engine.prices.items()}
