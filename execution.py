@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from hyperliquid_rest import Fill, HyperliquidError, OrderResult, OrderStatusResult, OrderStatusUnknown
 from orders import InvalidTransition, OrderRecord
 from paper import PaperExchange
+from rest_errors import HyperliquidError, OrderStatusUnknown
 from rest_gate import InfoGate
 from signing import new_cloid
 from sizing import RiskGuard
 from state_writer import StateWriter
 from unknown_orders import (Settlement, UnknownOrder, UnknownOrders, after_failure_s, after_wait_s,
                             first_lookup_s, settle)
+from wire import Fill, OrderResult, OrderStatusResult
 
 log = logging.getLogger("bot")
 

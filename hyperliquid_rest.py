@@ -2,7 +2,8 @@
 
 Owns: two kept-alive transports (`http_line`: one for `/info`, one for `/exchange`), each call
 one request within a total deadline (connect to last byte), the mapping of transport failures,
-HTTP statuses and malformed bodies to a small exception hierarchy, a client-side weight budget
+HTTP statuses and malformed bodies to a small exception hierarchy (`rest_errors`; the answers'
+types and parsers are in `wire`), a client-side weight budget
 under the exchange's 1200/min, order wire dicts (key order as the official SDK), signing through
 `signing.L1Signer` with a short `expiresAfter` on every action, and the three outcomes of an
 action: done (an answer we parsed), not executed (nothing reached the exchange, or it refused the
@@ -16,263 +17,23 @@ import collections
 import json
 import logging
 import time
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Protocol
 
 import requests
 
 from http_line import HttpLine, LineError, RequestsLine
+from rest_errors import (HyperliquidError, MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown,
+                         RateLimited, RequestRejected, ResultUnknown, ServerError)
 from signing import (L1Signer, NonceClock, float_to_wire, is_valid_price, is_valid_size, new_cloid,
                      sign_l1_action)
 from sizing import slippage_price
-from strategies import parse_candle
+from wire import (PARSE_ERRORS, AccountState, Fill, Meta, OpenOrder, OrderResult, OrderStatusResult, parse_account,
+                  parse_candle, parse_fill, parse_meta, parse_open_order, parse_order_status, parse_statuses, parsed)
 
 log = logging.getLogger("rest")
 
-__all__ = ["sign_l1_action", "HyperliquidRestClient", "HyperliquidError", "NetworkError", "RateLimited",
-           "ServerError", "MalformedAnswer", "RequestRejected", "OrderRejected", "ResultUnknown",
-           "OrderStatusUnknown", "OrderResult", "Meta",
-           "AssetMeta", "AccountState", "Position", "OpenOrder", "Fill", "OrderStatusResult"]
-
-
-# ---- errors -----------------------------------------------------------------------------------
-
-class HyperliquidError(Exception):
-    """Base of every error this client raises; `retryable` says whether trying again can help."""
-
-    retryable = False
-
-
-class NetworkError(HyperliquidError):
-    """The request failed on the wire. `sent`: False only when no byte of it can have reached the
-    server (connect refused or failed); otherwise the server may have seen it."""
-
-    retryable = True
-
-    def __init__(self, message: str, sent: bool = True) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-class RateLimited(HyperliquidError):
-    retryable = True
-
-    def __init__(self, retry_after_s: float, message: str | None = None) -> None:
-        super().__init__(message or f"rate limited (HTTP 429); retry after {retry_after_s:.1f}s")
-        self.retry_after_s = retry_after_s
-
-
-class ServerError(HyperliquidError):
-    retryable = True
-
-    def __init__(self, status: int, body: str = "") -> None:
-        super().__init__(f"server error HTTP {status}: {body[:200]}")
-        self.status = status
-
-
-class MalformedAnswer(HyperliquidError):
-    """The answer arrived but is not what the endpoint returns (not JSON, missing keys, bad numbers)."""
-
-    retryable = True
-
-
-class RequestRejected(HyperliquidError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"request rejected (HTTP {status}): {body[:300]}")
-        self.status = status
-        self.body = body
-
-
-class OrderRejected(HyperliquidError):
-    def __init__(self, message: str, cloid: str | None) -> None:
-        super().__init__(f"order {cloid} rejected: {message}")
-        self.message = message
-        self.cloid = cloid
-
-
-class ResultUnknown(HyperliquidError):
-    """A signed action may or may not have executed: it was sent and no answer we could parse came
-    back (5xx, garbage, reset, timeout, a dribbled answer). Never a failure: it is settled by a
-    lookup. `expires_after_ms`: the action's signed expiry (wall clock, ms); once it has passed
-    the exchange can no longer execute it. `retry_after_s`: set when the answer was a 429."""
-
-    def __init__(self, message: str, expires_after_ms: int | None, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.expires_after_ms = expires_after_ms
-        self.retry_after_s = retry_after_s
-
-
-class OrderStatusUnknown(ResultUnknown):
-    """An order's result is unknown; look it up by `cloid` (after `expires_after_ms` an
-    `unknownOid` answer means it can never execute)."""
-
-    def __init__(self, cloid: str, expires_after_ms: int | None = None, why: str = "no answer",
-                 retry_after_s: float | None = None) -> None:
-        super().__init__(f"order {cloid}: result unknown ({why}); look it up by cloid", expires_after_ms,
-                         retry_after_s)
-        self.cloid = cloid
-
-
-# ---- results ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AssetMeta:
-    name: str
-    asset_id: int
-    sz_decimals: int
-    max_leverage: int
-
-
-@dataclass(frozen=True)
-class Meta:
-    assets: Mapping[str, AssetMeta]
-
-    def asset(self, coin: str) -> AssetMeta:
-        return self.assets[coin]
-
-
-@dataclass(frozen=True)
-class Position:
-    coin: str
-    size: Decimal
-    entry_px: Decimal
-    leverage: int | None
-    liquidation_px: Decimal | None
-    unrealized_pnl: Decimal
-    margin_used: Decimal
-
-
-@dataclass(frozen=True)
-class AccountState:
-    account_value: Decimal
-    withdrawable: Decimal
-    positions: tuple[Position, ...]
-    time_ms: int | None
-
-
-@dataclass(frozen=True)
-class OpenOrder:
-    coin: str
-    side: Literal["buy", "sell"]
-    limit_px: Decimal
-    size: Decimal
-    oid: int
-    cloid: str | None
-    timestamp_ms: int
-
-
-@dataclass(frozen=True)
-class Fill:
-    coin: str
-    px: Decimal
-    size: Decimal
-    side: Literal["buy", "sell"]
-    time_ms: int
-    oid: int
-    tid: int | None  # absent in fills recorded before the exchange added trade ids
-    cloid: str | None
-    fee: Decimal
-    closed_pnl: Decimal
-    dir: str
-    hash: str
-
-    @property
-    def dedupe_key(self) -> str:
-        """The trade id; for old fills without one, hash + oid + time (never oid alone: partials)."""
-        return str(self.tid) if self.tid is not None else f"{self.hash}:{self.oid}:{self.time_ms}:{self.size}"
-
-
-@dataclass(frozen=True)
-class OrderStatusResult:
-    status: str
-    order: Mapping[str, Any] | None
-
-
-@dataclass(frozen=True)
-class OrderResult:
-    kind: Literal["resting", "filled", "error"]
-    oid: int | None
-    total_size: Decimal | None
-    avg_px: Decimal | None
-    message: str | None
-    cloid: str | None
-
-
-_SIDE = {"B": "buy", "A": "sell"}
-
-
-def _dec(value: Any, default: str = "0") -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(default)
-
-
-def parse_meta(raw: Mapping[str, Any]) -> Meta:
-    return Meta({a["name"]: AssetMeta(a["name"], i, int(a["szDecimals"]), int(a.get("maxLeverage", 1)))
-                 for i, a in enumerate(raw["universe"])})
-
-
-def parse_account(raw: Mapping[str, Any]) -> AccountState:
-    positions = []
-    for item in raw.get("assetPositions", []):
-        p = item["position"]
-        lev = p.get("leverage")
-        positions.append(Position(
-            coin=p["coin"], size=_dec(p["szi"]), entry_px=_dec(p.get("entryPx")),
-            leverage=int(lev["value"]) if isinstance(lev, Mapping) else None,
-            liquidation_px=None if p.get("liquidationPx") is None else _dec(p["liquidationPx"]),
-            unrealized_pnl=_dec(p.get("unrealizedPnl")), margin_used=_dec(p.get("marginUsed"))))
-    summary = raw.get("marginSummary", {})
-    return AccountState(account_value=_dec(summary.get("accountValue")), withdrawable=_dec(raw.get("withdrawable")),
-                        positions=tuple(positions), time_ms=raw.get("time"))
-
-
-def parse_open_order(o: Mapping[str, Any]) -> OpenOrder:
-    return OpenOrder(coin=o["coin"], side=_SIDE[o["side"]], limit_px=_dec(o["limitPx"]), size=_dec(o["sz"]),
-                     oid=int(o["oid"]), cloid=o.get("cloid"), timestamp_ms=int(o.get("timestamp", 0)))
-
-
-def parse_fill(f: Mapping[str, Any]) -> Fill:
-    return Fill(coin=f["coin"], px=_dec(f["px"]), size=_dec(f["sz"]), side=_SIDE[f["side"]], time_ms=int(f["time"]),
-                oid=int(f["oid"]), tid=int(f["tid"]) if f.get("tid") is not None else None, cloid=f.get("cloid"), fee=_dec(f.get("fee")),
-                closed_pnl=_dec(f.get("closedPnl")), dir=str(f.get("dir", "")), hash=str(f.get("hash", "")))
-
-
-def parse_order_status(raw: Mapping[str, Any]) -> OrderStatusResult:
-    """`orderStatus` by oid or cloid, e.g. {"status": "order", "order": {"order": {...}, "status":
-    "filled", "statusTimestamp": 1}} or {"status": "unknownOid"}."""
-    if raw.get("status") != "order":
-        return OrderStatusResult(str(raw.get("status", "unknownOid")), None)
-    order = raw["order"]
-    return OrderStatusResult(str(order["status"]), order)
-
-
-def _positive(value: Any) -> Decimal:
-    number = Decimal(str(value))
-    if not number.is_finite() or number <= 0:
-        raise ValueError(f"expected a number > 0, got {value!r}")
-    return number
-
-
-def parse_statuses(statuses: Sequence[Any], cloids: Sequence[str | None]) -> list[OrderResult]:
-    """One OrderResult per status of an order answer, e.g. [{"filled": {"totalSz": "0.02",
-    "avgPx": "1891.4", "oid": 77738308}}, {"resting": {"oid": 77738309}}, {"error": "..."}].
-    Raises ValueError on anything else (an unknown word, a fill of 0 or NaN): the caller cannot
-    tell what happened, so the order's result is unknown, never "not filled"."""
-    out = []
-    for status, cloid in zip(statuses, list(cloids) + [None] * (len(statuses) - len(cloids))):
-        if not isinstance(status, Mapping) or len(status) != 1:
-            raise ValueError(f"unexpected order status {str(status)[:80]}")
-        if "resting" in status:
-            out.append(OrderResult("resting", int(status["resting"]["oid"]), None, None, None, cloid))
-        elif "filled" in status:
-            f = status["filled"]
-            out.append(OrderResult("filled", int(f["oid"]), _positive(f["totalSz"]), _positive(f["avgPx"]), None,
-                                   cloid))
-        elif "error" in status:
-            out.append(OrderResult("error", None, None, None, str(status["error"]), cloid))
-        else:
-            raise ValueError(f"unexpected order status {str(status)[:80]}")
-    return out
+__all__ = ["sign_l1_action", "HyperliquidRestClient"]  # sign_l1_action: INTERFACES.md
 
 
 # ---- the client -------------------------------------------------------------------------------
@@ -280,17 +41,6 @@ def parse_statuses(statuses: Sequence[Any], cloids: Sequence[str | None]) -> lis
 _INFO_WEIGHT_2 = frozenset({"l2Book", "allMids", "clearinghouseState", "orderStatus", "exchangeStatus",
                             "spotClearinghouseState"})
 WEIGHT_PER_MINUTE = 1200
-# What the parsers raise on a body of the wrong shape; turned into MalformedAnswer.
-_PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
-T = TypeVar("T")
-
-
-def parsed(parse: Callable[[Any], T], raw: Any, what: str) -> T:
-    """`parse(raw)`, with any error of a malformed body raised as MalformedAnswer naming `what`."""
-    try:
-        return parse(raw)
-    except _PARSE_ERRORS as exc:
-        raise MalformedAnswer(f"{what}: malformed answer ({type(exc).__name__}: {exc})"[:300]) from exc
 
 
 class WeightBudget:
@@ -517,7 +267,7 @@ class HyperliquidRestClient:
             if not isinstance(statuses, list) or len(statuses) != len(wires):
                 raise ValueError(f"{len(wires)} orders, statuses {str(statuses)[:80]}")
             return parse_statuses(statuses, cloids)
-        except _PARSE_ERRORS as exc:
+        except PARSE_ERRORS as exc:
             raise _unknown(single, expires, f"unreadable order answer ({type(exc).__name__}: {exc})") from exc
 
     def place_order(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, tif: str = "Gtc",
@@ -556,7 +306,7 @@ class HyperliquidRestClient:
     def _cancel_result(response: Any, expires: int | None) -> bool:
         try:
             return all(s == "success" for s in response["data"]["statuses"])
-        except _PARSE_ERRORS as exc:
+        except PARSE_ERRORS as exc:
             raise ResultUnknown(f"unreadable cancel answer ({type(exc).__name__})", expires) from exc
 
     def update_leverage(self, coin: str, leverage: int, is_cross: bool = True) -> None:

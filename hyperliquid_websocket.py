@@ -5,7 +5,9 @@ dead or silent connection (pong and data deadlines), reconnect with capped, jitt
 backoff, resubscribe on every connect, and put typed, immutable events on a bounded queue.
 Survives its own bugs: any exception in a session is logged (one traceback, then a count at most
 once a minute), counted (`WsStats.internal_errors`) and handled as a lost connection (reconnect
-with backoff); `restarted()` builds a fresh client should the thread ever end anyway.
+with backoff); `restarted()` builds a fresh client should the thread ever end anyway. (The
+events and their pure parser are in `stream_events`; `Backoff`, `WsStats` and the buffered frame
+reader in `ws_parts`.)
 Must not: run trading logic or call into the bot; block on the queue (a stuck consumer never
 stops reads or pings); drop a fill, order update or connection event; let a bad price through;
 end its thread before `stop()`. Only this thread touches the socket.
@@ -19,327 +21,22 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import websocket
 
+from stream_events import (Bbo, Connected, Disconnected, L2Book, Mids, StreamDown, StreamRecovered, SubscriptionFailed,
+                           Trade, parse_frame)
+from ws_parts import Backoff, BufferedWebSocket, WsStats
+
 log = logging.getLogger("websocket")
 
-GREETING = "Websocket connection established."
 _RECV_POLL_S = 0.2  # socket read timeout: bounds how fast stop() and deadlines are noticed
 _CHECK_EVERY_S = 0.02  # during a burst: how often deadlines, pings and shared stats are updated
 _INTERNAL_LOG_EVERY_S = 60.0  # a repeating internal error: one traceback, then a count this often
 _BOOKKEEPING_RETRY_S = 5.0  # wait after a failure between sessions when the backoff itself failed
 
-
-# ---- events ---------------------------------------------------------------------------------
-
-class Trade(NamedTuple):
-    """One print. A NamedTuple, not a dataclass: it is built for every trade on the socket thread
-    and a frozen dataclass costs three times as much to construct."""
-
-    coin: str
-    price: Decimal
-    size: Decimal
-    side: Literal["buy", "sell"]
-    time_ms: int
-    tid: int
-    recv_ns: int
-    replay: bool = False  # an older trade of the recent-trades replay sent right after subscribing
-
-
-@dataclass(frozen=True, slots=True)
-class L2Book:
-    coin: str
-    bids: tuple[tuple[Decimal, Decimal, int], ...]
-    asks: tuple[tuple[Decimal, Decimal, int], ...]
-    time_ms: int
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Bbo:
-    coin: str
-    bid: Decimal | None
-    ask: Decimal | None
-    time_ms: int
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Mids:
-    mids: Mapping[str, Decimal]
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Fill:
-    coin: str
-    price: Decimal
-    size: Decimal
-    side: Literal["buy", "sell"]
-    time_ms: int
-    oid: int
-    tid: int
-    cloid: str | None
-    fee: Decimal
-    closed_pnl: Decimal
-    direction: str
-    start_position: Decimal | None
-    crossed: bool
-    is_snapshot: bool
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class OrderUpdate:
-    coin: str
-    side: Literal["buy", "sell"]
-    limit_px: Decimal
-    size: Decimal
-    orig_size: Decimal
-    oid: int
-    cloid: str | None
-    status: str
-    status_time_ms: int
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class NonUserCancel:
-    coin: str
-    oid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    attempt: int
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    reason: str
-    recv_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamDown:
-    attempts: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRecovered:
-    down_for_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionFailed:
-    subscription: Mapping[str, Any]
-    reason: str
-
-
-_MARKET = (Trade, L2Book, Bbo, Mids)
-_SIDE = {"B": "buy", "A": "sell"}
-
-
-# ---- parsing (pure) ---------------------------------------------------------------------------
-
-class _BadItem(ValueError):
-    pass
-
-
-def _price(value: Any) -> Decimal:
-    try:
-        d = Decimal(value) if isinstance(value, str) else Decimal(str(value))
-    except (InvalidOperation, TypeError, ValueError):
-        raise _BadItem("price") from None
-    if not d.is_finite() or d <= 0:
-        raise _BadItem("price")
-    return d
-
-
-def _amount(value: Any) -> Decimal:
-    try:
-        d = Decimal(value) if isinstance(value, str) else Decimal(str(value))
-    except (InvalidOperation, TypeError, ValueError):
-        raise _BadItem("amount") from None
-    if not d.is_finite():
-        raise _BadItem("amount")
-    return d
-
-
-def _size(value: Any) -> Decimal:
-    d = _amount(value)
-    if d < 0:
-        raise _BadItem("size")
-    return d
-
-
-def _trade(t: Mapping[str, Any], recv_ns: int) -> Trade:
-    try:
-        return Trade(t["coin"], _price(t["px"]), _size(t["sz"]), _SIDE[t["side"]], int(t["time"]),
-                     int(t["tid"]), recv_ns)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _BadItem("trade") from exc
-
-
-def _fill(f: Mapping[str, Any], snapshot: bool, recv_ns: int) -> Fill:
-    try:
-        start = f.get("startPosition")
-        return Fill(f["coin"], _price(f["px"]), _size(f["sz"]), _SIDE[f["side"]], int(f["time"]),
-                    int(f["oid"]), int(f["tid"]), f.get("cloid"), _amount(f.get("fee", "0")),
-                    _amount(f.get("closedPnl", "0")), str(f.get("dir", "")),
-                    None if start is None else _amount(start), bool(f.get("crossed", False)),
-                    snapshot, recv_ns)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _BadItem("fill") from exc
-
-
-def _order_update(u: Mapping[str, Any], recv_ns: int) -> OrderUpdate:
-    try:
-        o = u["order"]
-        return OrderUpdate(o["coin"], _SIDE[o["side"]], _price(o["limitPx"]), _size(o["sz"]),
-                           _size(o.get("origSz", o["sz"])), int(o["oid"]), o.get("cloid"), str(u["status"]),
-                           int(u.get("statusTimestamp", 0)), recv_ns)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _BadItem("orderUpdate") from exc
-
-
-def _level(level: Mapping[str, Any]) -> tuple[Decimal, Decimal, int]:
-    return _price(level["px"]), _size(level["sz"]), int(level.get("n", 0))
-
-
-@dataclass
-class ParseResult:
-    """What one frame gave: events, control messages, and counted problems by kind."""
-
-    events: list[Any] = field(default_factory=list)
-    ack: Mapping[str, Any] | None = None
-    pong: bool = False
-    errors: list[str] = field(default_factory=list)
-    error_text: str | None = None
-
-
-def parse_frame(text: str, recv_ns: int) -> ParseResult:
-    """Parse one text frame into typed events. Never raises; problems are returned by kind.
-
-    A real trades frame:
-    ``{"channel":"trades","data":[{"coin":"BTC","side":"B","px":"97123.0","sz":"0.0015",
-    "hash":"0x…","time":1733800000123,"tid":84356734567,"users":["0x…","0x…"]}]}``
-    """
-    result = ParseResult()
-    if text == GREETING:
-        result.errors.append("greeting")
-        return result
-    try:
-        msg = json.loads(text)
-        channel = msg["channel"]
-        data = msg.get("data")
-    except (ValueError, TypeError, KeyError):
-        result.errors.append("malformed_json")
-        return result
-    try:
-        if channel == "trades":
-            for item in data:
-                try:
-                    result.events.append(_trade(item, recv_ns))
-                except _BadItem:
-                    result.errors.append("bad_trade")
-        elif channel == "bbo":
-            bid, ask = data["bbo"]
-            result.events.append(Bbo(data["coin"], None if bid is None else _price(bid["px"]),
-                                     None if ask is None else _price(ask["px"]), int(data["time"]), recv_ns))
-        elif channel == "l2Book":
-            bids, asks = data["levels"]
-            result.events.append(L2Book(data["coin"], tuple(_level(x) for x in bids),
-                                        tuple(_level(x) for x in asks), int(data["time"]), recv_ns))
-        elif channel == "allMids":
-            mids = {}
-            for coin, px in data["mids"].items():
-                try:
-                    mids[coin] = _price(px)
-                except _BadItem:
-                    result.errors.append("bad_mid")
-            result.events.append(Mids(mids, recv_ns))
-        elif channel == "userFills":
-            snapshot = bool(data.get("isSnapshot", False))
-            for item in data["fills"]:
-                try:
-                    result.events.append(_fill(item, snapshot, recv_ns))
-                except _BadItem:
-                    result.errors.append("bad_fill")
-        elif channel == "orderUpdates":
-            for item in data:
-                try:
-                    result.events.append(_order_update(item, recv_ns))
-                except _BadItem:
-                    result.errors.append("bad_order_update")
-        elif channel == "user":
-            for item in data.get("fills", ()):
-                try:
-                    result.events.append(_fill(item, False, recv_ns))
-                except _BadItem:
-                    result.errors.append("bad_fill")
-            for item in data.get("nonUserCancel", ()):
-                result.events.append(NonUserCancel(item["coin"], int(item["oid"])))
-        elif channel == "subscriptionResponse":
-            result.ack = data
-        elif channel == "pong":
-            result.pong = True
-        elif channel == "error":
-            result.errors.append("error_channel")
-            result.error_text = str(data)[:200]
-        else:
-            result.errors.append("unknown_channel")
-    except (KeyError, TypeError, ValueError, AttributeError):
-        result.errors.append(f"bad_{channel}" if isinstance(channel, str) else "malformed_json")
-    return result
-
-
-# ---- backoff (pure) ---------------------------------------------------------------------------
-
-class Backoff:
-    """Exponential delay from `base_s`, doubled per failure, capped at `cap_s`, with proportional
-    jitter: each delay is drawn in [d * (1 - jitter), d] so a crowd of clients spreads out and the
-    cap is never exceeded."""
-
-    def __init__(self, base_s: float, cap_s: float, jitter: float = 0.2,
-                 rng: Callable[[], float] = random.random) -> None:
-        if base_s <= 0 or cap_s < base_s or not 0 <= jitter < 1:
-            raise ValueError("Backoff needs 0 < base_s <= cap_s and 0 <= jitter < 1")
-        self.base_s, self.cap_s, self.jitter, self._rng = base_s, cap_s, jitter, rng
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        nominal = min(self.cap_s, self.base_s * 2 ** min(self.failures, 60))
-        self.failures += 1
-        return nominal * (1 - self.jitter * self._rng())
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-# ---- the client -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WsStats:
-    connected: bool
-    subscriptions_confirmed: int
-    subscriptions_total: int
-    last_message_age_s: float | None
-    reconnects: int
-    consecutive_failures: int
-    fallback: bool
-    dropped_market_data: int
-    parse_errors_total: int
-    parse_errors: Mapping[str, int]
-    messages_received: int
-    pending_priority: int
-    internal_errors: int  # exceptions from this module's own code (bugs), each handled as a lost connection
+_MARKET = (Trade, L2Book, Bbo, Mids)  # what a full queue may shed; never fills, orders or connection events
 
 
 def _describe(sub: Mapping[str, Any]) -> str:
@@ -351,30 +48,6 @@ def _describe(sub: Mapping[str, Any]) -> str:
 
 def _sub_key(sub: Mapping[str, Any]) -> str:
     return json.dumps(sub, sort_keys=True, separators=(",", ":"))
-
-
-class _BufferedWebSocket(websocket.WebSocket):
-    """websocket-client reads every frame with two or three small socket reads (header, length,
-    payload), each a system call that gives up and takes back the GIL; in a burst those hand-overs
-    cost more than parsing. Here frames are served from 64 KB reads: one call per chunk of frames,
-    and one (not three) for a lone frame. Timeouts and a closed connection surface unchanged, from
-    the underlying read when the buffer is empty. (Hooks `WebSocket._recv`, which the frame reader
-    calls for every read; websocket-client is pinned.)"""
-
-    _CHUNK = 65536
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self._rx = b""
-        self._rx_pos = 0
-
-    def _recv(self, bufsize: int) -> bytes:
-        if self._rx_pos >= len(self._rx):
-            self._rx = super()._recv(self._CHUNK)  # blocks (with the socket timeout) or raises
-            self._rx_pos = 0
-        start = self._rx_pos
-        self._rx_pos = start + bufsize
-        return self._rx[start:start + bufsize]
 
 
 class _Dead(Exception):
@@ -587,7 +260,7 @@ class HyperliquidWebSocketClient:
             self._internal_log[site] = (logged_at, since + 1)
 
     def _session(self, attempt: int) -> None:
-        ws = _BufferedWebSocket(skip_utf8_validation=True, enable_multithread=False)
+        ws = BufferedWebSocket(skip_utf8_validation=True, enable_multithread=False)
         self._ws = ws
         ws.settimeout(min(10.0, max(1.0, self.data_timeout_s)))
         ws.connect(self.url, suppress_origin=True)
@@ -773,6 +446,4 @@ class HyperliquidWebSocketClient:
                     pass
 
 
-__all__ = ["Backoff", "Bbo", "Connected", "Disconnected", "Fill", "HyperliquidWebSocketClient", "L2Book",
-           "Mids", "NonUserCancel", "OrderUpdate", "ParseResult", "StreamDown", "StreamRecovered",
-           "SubscriptionFailed", "Trade", "WsStats", "parse_frame"]
+__all__ = ["HyperliquidWebSocketClient"]

@@ -20,13 +20,13 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Protocol
 
-import hyperliquid_websocket as stream
+import stream_events as stream
 from execution import OrderExecutor
-from hyperliquid_rest import HyperliquidError
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import RateLimitedLog
 from market import MarketTrader
 from reconcile import Reconciler
+from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from settings import RiskSettings, WebSocketSettings
 from snapshot import build_snapshot, stream_view

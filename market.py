@@ -17,14 +17,14 @@ from typing import Any, Callable, Literal, Protocol
 
 from execution import Ioc, NotSent, OrderExecutor
 from exits import ExitDecision, ExitRules, PositionView, TrailingStop
-from hyperliquid_rest import HyperliquidError, OrderStatusUnknown
-from hyperliquid_websocket import Trade
 from protection import Protection
+from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import MarketSettings
 from sizing import RiskGuard, order_size
 from state import SavedPosition
 from state_writer import StateWriter
 from strategies import CandleSeries, Strategy, interval_ms
+from stream_events import Trade
 
 log = logging.getLogger("bot")
 

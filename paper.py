@@ -12,8 +12,8 @@ import time
 from decimal import Decimal
 from typing import Callable
 
-from hyperliquid_rest import OrderResult
 from sizing import slippage_price
+from wire import OrderResult
 
 TAKER_FEE_RATE = Decimal("0.00045")
 

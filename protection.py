@@ -17,10 +17,11 @@ from typing import Callable, Collection, Protocol
 
 from execution import OrderExecutor
 from exits import ExitRules
-from hyperliquid_rest import HyperliquidError, OrderStatusResult, OrderStatusUnknown
 from orders import InvalidTransition, OrderRecord
+from rest_errors import HyperliquidError, OrderStatusUnknown
 from signing import new_cloid, round_price
 from state_writer import StateWriter
+from wire import OrderStatusResult
 
 log = logging.getLogger("bot")
 

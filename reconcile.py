@@ -15,12 +15,13 @@ from decimal import Decimal
 from typing import Callable, Mapping, Protocol
 
 from execution import OrderExecutor
-from hyperliquid_rest import AccountState, Fill, HyperliquidError, OpenOrder, OrderStatusResult
-from hyperliquid_websocket import Fill as StreamFill
 from market import MarketTrader
 from protection import cancel_stale_protective
+from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from state_writer import StateWriter
+from stream_events import Fill as StreamFill
+from wire import AccountState, Fill, OpenOrder, OrderStatusResult
 
 log = logging.getLogger("bot")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from hyperliquid_rest import HyperliquidError, RateLimited
 from logsetup import RateLimitedLog
+from rest_errors import HyperliquidError, RateLimited
 
 log = logging.getLogger("bot")
 

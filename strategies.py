@@ -1,7 +1,7 @@
 """Entry strategies and the candles they read (pure; no I/O, no clock, no logging).
 
-Owns: `Candle` and `CandleSeries` (candles built from trades, warm-up from history), the
-`Strategy` protocol, the built-in strategies and their registry.
+Owns: `CandleSeries` (candles built from trades, warm-up from history), the `Strategy` protocol,
+the built-in strategies and their registry. (`Candle` and its parser are wire types: `wire`.)
 Must not: send orders, size positions or decide exits (exits.py, sizing.py do); read a clock
 (time comes with each trade); keep references to the caller's lists.
 
@@ -34,7 +34,9 @@ import inspect
 import re
 from collections import deque
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Literal, Mapping, NamedTuple, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
+
+from wire import Candle, parse_candle
 
 Signal = Literal["long", "short"] | None
 
@@ -50,26 +52,6 @@ def interval_ms(interval: str) -> int:
 
 
 # ---- candles --------------------------------------------------------------------------------
-
-class Candle(NamedTuple):
-    """One OHLCV candle; `open_time_ms` is the start of its interval. (A NamedTuple: one is built
-    per trade for the forming candle, and a frozen dataclass costs ~4x as much to build.)"""
-    open_time_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-
-
-def parse_candle(raw: Mapping[str, Any]) -> Candle:
-    """A Candle from one `candleSnapshot` element, e.g. (recorded, mainnet):
-    {"T": 1684702799999, "c": "0.001604", "h": "0.001616", "i": "1h", "l": "0.001601",
-     "n": 709, "o": "0.001601", "s": "kPEPE", "t": 1684699200000, "v": "520665683.0"}
-    """
-    return Candle(open_time_ms=int(raw["t"]), open=Decimal(raw["o"]), high=Decimal(raw["h"]),
-                  low=Decimal(raw["l"]), close=Decimal(raw["c"]), volume=Decimal(raw["v"]))
-
 
 def _flat(open_time_ms: int, price: Decimal) -> Candle:
     return Candle(open_time_ms, price, price, price, price, Decimal(0))

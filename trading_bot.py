@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from config_load import ConfigError, load_private_key, load_settings
 from execution import OrderExecutor
 from health import HealthServer
-from hyperliquid_rest import HyperliquidError, HyperliquidRestClient, Meta
+from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import setup_logging
 from loop import TradingLoop
@@ -34,12 +35,14 @@ from market import MarketTrader
 from paper import PaperExchange
 from protection import Protection
 from reconcile import Reconciler
+from rest_errors import HyperliquidError
 from rest_gate import InfoGate
-from settings import ConfigError, Settings, load_private_key, load_settings, resolved_view, with_dry_run
+from settings import Settings, resolved_view, with_dry_run
 from signing import L1Signer
 from state import InstanceLock, StateError, StateStore, format_report, journal_report
 from state_writer import StateWriter
 from strategies import build_strategy, interval_ms
+from wire import Meta
 
 log = logging.getLogger("bot")
 

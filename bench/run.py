@@ -39,12 +39,14 @@ sys.path.insert(0, str(ROOT))
 
 import market  # noqa: E402
 import trading_bot  # noqa: E402
+from config_load import settings_from_dict  # noqa: E402
 from http_line import HttpLine  # noqa: E402
 from hyperliquid_rest import HyperliquidRestClient  # noqa: E402
-from hyperliquid_websocket import Connected, Disconnected, HyperliquidWebSocketClient, Trade  # noqa: E402
-from settings import WebSocketSettings, settings_from_dict  # noqa: E402
+from hyperliquid_websocket import HyperliquidWebSocketClient  # noqa: E402
+from settings import WebSocketSettings  # noqa: E402
 from signing import L1Signer, NonceClock  # noqa: E402
 from state import StateStore  # noqa: E402
+from stream_events import Connected, Disconnected, Trade  # noqa: E402
 from tests.waiting import wait_until as wait_for  # noqa: E402
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import requests
 
-from hyperliquid_rest import HyperliquidRestClient, parse_account, parse_fill, parse_open_order
+from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_sim import SimConfig, SimServer
 from signing import L1Signer
-from strategies import parse_candle
+from wire import parse_account, parse_candle, parse_fill, parse_open_order
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rest"
 # Keys of the 2023 recordings that today's API no longer sends (absent from the API reference).

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import pytest
 
 import health
-import hyperliquid_websocket as stream
 import market
 import protection
+import stream_events as stream
 import trading_bot
 from hyperliquid_sim import SimServer
 from tests.faultproxy import Fault, FaultProxy

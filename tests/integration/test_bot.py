@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import pytest
 
+import stream_events as ev
+from config_load import settings_from_dict
 from hyperliquid_sim import SimConfig, SimServer
-from settings import settings_from_dict
 from state import StateStore
 from loop import TradingLoop
 from market import MarketTrader
@@ -179,7 +180,6 @@ def test_dry_run_sends_no_exchange_request(sim: SimServer, tmp_path: Path) -> No
 
 def test_fills_queued_at_stop_are_journaled_and_market_data_dropped(sim: SimServer, tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    import hyperliquid_websocket as ev
     caplog.set_level(logging.INFO, logger="bot")
     h = make_bot(sim, tmp_path, strategy={"name": "ema_cross"})
     try:
@@ -204,7 +204,6 @@ def test_stop_saves_the_position_even_when_journaling_queued_fills_fails(
         sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import sqlite3
 
-    import hyperliquid_websocket as ev
     h = make_bot(sim, tmp_path)
     try:
         sim.set_price("BTC", "50000")

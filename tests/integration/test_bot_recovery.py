@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import pytest
 
-import hyperliquid_websocket
 import market
-from hyperliquid_rest import NetworkError, OrderStatusUnknown
+import stream_events
 from hyperliquid_sim import SimServer
+from rest_errors import NetworkError, OrderStatusUnknown
 from tests.integration.test_bot import Harness, make_bot, orders_sent, sim, wait_until  # noqa: F401 (sim: fixture)
 
 EXCHANGE_EXITS = {"trading": {"exits_on_exchange": True}}
@@ -276,7 +276,7 @@ def test_burst_of_foreign_fills_costs_one_position_check(sim: SimServer, tmp_pat
         def queued_fills() -> int:
             with h.bot.events.mutex:  # the socket thread is still putting
                 queued = list(h.bot.events.queue)
-            return sum(type(e) is hyperliquid_websocket.Fill and e.price == D("49900") for e in queued)
+            return sum(type(e) is stream_events.Fill and e.price == D("49900") for e in queued)
 
         wait_until(lambda: queued_fills() == fills, 5)  # the whole burst is queued before the bot runs
         wait_until(lambda: h.trader.position.size == size + fills * D("0.001"), 5, h.step)

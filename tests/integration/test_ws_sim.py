@@ -21,9 +21,10 @@ import pytest
 
 from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_sim import SimConfig, SimServer
-from hyperliquid_websocket import (Bbo, Connected, Disconnected, Fill, HyperliquidWebSocketClient, Mids, OrderUpdate,
-                                   StreamDown, StreamRecovered, SubscriptionFailed, Trade, _RECV_POLL_S)
+from hyperliquid_websocket import HyperliquidWebSocketClient, _RECV_POLL_S
 from signing import L1Signer
+from stream_events import (Bbo, Connected, Disconnected, Fill, Mids, OrderUpdate, StreamDown, StreamRecovered,
+                           SubscriptionFailed, Trade)
 
 THREAD = "hl-websocket-sim-test"
 # Short timeouts so each fault plays out in about a second; individual tests override some.

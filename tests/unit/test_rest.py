@@ -17,10 +17,11 @@ from hyperliquid.utils.types import Cloid
 from hypothesis import given, settings, strategies as st
 
 from http_line import HttpLine, RequestsLine
-from hyperliquid_rest import (HyperliquidRestClient, MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown,
-                              RateLimited, RequestRejected, ResultUnknown, ServerError, WeightBudget, parse_account,
-                              parse_fill, parse_open_order)
+from hyperliquid_rest import HyperliquidRestClient, WeightBudget
+from rest_errors import (MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown, RateLimited, RequestRejected,
+                         ResultUnknown, ServerError)
 from signing import L1Signer, NonceClock, sign_l1_action
+from wire import parse_account, parse_candle, parse_fill, parse_meta, parse_open_order
 
 URL = "http://127.0.0.1:9"
 META = {"universe": [{"name": "BTC", "szDecimals": 5, "maxLeverage": 50},
@@ -150,7 +151,7 @@ def test_whole_request_error_is_raised_not_returned() -> None:
 
 def test_bad_tick_or_lot_refused_before_sending() -> None:
     c = client()
-    c._meta = __import__("hyperliquid_rest").parse_meta(META)
+    c._meta = parse_meta(META)
     with pytest.raises(ValueError, match="tick"):
         c.place_order("BTC", True, D("0.001"), D("50000.5"))
     with pytest.raises(ValueError, match="lot"):
@@ -253,7 +254,7 @@ prices = st.decimals(min_value=D("0.01"), max_value=D("99999"), places=2).filter
 def test_order_action_and_signature_equal_the_sdk(is_buy, px, sz_units, reduce_only, tif, cloid, trigger, vault,
                                                   expires, nonce, mainnet) -> None:
     c = client()
-    c._meta = __import__("hyperliquid_rest").parse_meta(META)
+    c._meta = parse_meta(META)
     size = D(sz_units) / D(10**5)
     cloid_hex = None if cloid is None else f"{cloid:#034x}"
     if trigger is None:
@@ -315,7 +316,6 @@ def test_recorded_payloads_parse() -> None:
     assert any(f.cloid for f in with_cloid)
     orders = [parse_open_order(o) for o in _fixture("sdk_cassette_test_get_open_orders.json")]
     assert all(o.side in ("buy", "sell") for o in orders)
-    from strategies import parse_candle
     candles = [parse_candle(c) for c in _fixture("sdk_cassette_test_get_candles_snapshot.json")]
     assert candles and candles[0].high >= candles[0].low
 

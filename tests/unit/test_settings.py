@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import ConfigError, load_private_key, load_settings, settings_from_dict
+from config_load import ConfigError, load_private_key, load_settings, settings_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_JSON = ROOT / "config" / "config.example.json"

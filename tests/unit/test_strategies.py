@@ -6,8 +6,9 @@ from decimal import Decimal
 import pytest
 
 import strategies
-from strategies import (STRATEGIES, AlwaysLong, Candle, CandleSeries, EmaCross, Strategy, build_strategy, ema,
-                        interval_ms, parse_candle, register)
+from strategies import (STRATEGIES, AlwaysLong, CandleSeries, EmaCross, Strategy, build_strategy, ema, interval_ms,
+                        register)
+from wire import Candle, parse_candle
 
 D = Decimal
 MIN = 60_000

@@ -7,8 +7,8 @@ from decimal import Decimal as D
 import pytest
 import websocket
 
-from hyperliquid_websocket import (Backoff, Bbo, Fill, L2Book, Mids, NonUserCancel, OrderUpdate, Trade,
-                                   parse_frame)
+from stream_events import Bbo, Fill, L2Book, Mids, NonUserCancel, OrderUpdate, Trade, parse_frame
+from ws_parts import Backoff, BufferedWebSocket
 
 TRADE = {"coin": "BTC", "side": "B", "px": "97123.5", "sz": "0.0015", "hash": "0xabc", "time": 1733800000123,
          "tid": 84356734567, "users": ["0x1", "0x2"]}
@@ -149,14 +149,13 @@ def server_frame(text: str) -> bytes:
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 4, 50])  # inside the header, the extended length, the payload
 def test_buffered_reader_serves_frames_across_any_chunk_boundary(cut: int) -> None:
-    from hyperliquid_websocket import _BufferedWebSocket
     texts = [frame("trades", [{**TRADE, "tid": i}]) for i in range(3)] + ["x" * 10, "y" * 70000]
     wire = b"".join(server_frame(t) for t in texts)  # short, 2-byte and 8-byte length forms
     chunks: list[bytes | None] = [wire[:cut], None, wire[cut:cut + 65536]]
     chunks += [wire[i:i + 65536] for i in range(cut + 65536, len(wire), 65536)]
     reads_expected = len(chunks)
     sock = ScriptedSocket(chunks)
-    ws = _BufferedWebSocket(skip_utf8_validation=True, enable_multithread=False)
+    ws = BufferedWebSocket(skip_utf8_validation=True, enable_multithread=False)
     ws.sock, ws.connected = sock, True
     got: list[str] = []
     timeouts = 0

@@ -1,0 +1,116 @@
+"""The per-key checks of the config (pure): each returns the converted value or raises `Bad`.
+
+Owns: `Bad(expectation)` and the small named checks the schema is built from (`number`,
+`decimal`, `boolean`, `one_of`, `text`, `coin`, `env_name`, `mapping`); each says what it expects
+in words a person reads (`a number > 0 and <= 99`).
+Must not: know a key's name or section (config_load.py names the key in the `ConfigError`), read
+anything, or log.
+"""
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any, Callable
+
+
+class Bad(Exception):
+    def __init__(self, expectation: str) -> None:
+        super().__init__(expectation)
+        self.expectation = expectation
+
+
+Check = Callable[[Any], Any]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = True,
+           integer: bool = False, optional: bool = False) -> Check:
+    kind = "an integer" if integer else "a number"
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"<= {hi:g}")
+    expectation = f"{kind} {' and '.join(parts)}".strip() + (" or null" if optional else "")
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not _is_number(value) or (integer and not isinstance(value, int)):
+            raise Bad(expectation)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Bad(expectation)
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise Bad(expectation)
+        if hi is not None and value > hi:
+            raise Bad(expectation)
+        return int(value) if integer else float(value)
+    return check
+
+
+def decimal(lo: float | None = None, hi: float | None = None, *, lo_open: bool = True,
+            optional: bool = False) -> Check:
+    inner = number(lo, hi, lo_open=lo_open)
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        try:
+            inner(value)
+        except Bad as bad:
+            raise Bad(bad.expectation + (" or null" if optional else "")) from None
+        return Decimal(str(value))
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Bad("true or false")
+    return value
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise Bad("one of " + ", ".join(f'"{c}"' for c in choices))
+        return value
+    return check
+
+
+def text(*, optional: bool = False, prefixes: tuple[str, ...] = ()) -> Check:
+    expectation = "a non-empty string"
+    if prefixes:
+        expectation = "a URL starting with " + " or ".join(prefixes)
+    if optional:
+        expectation += " or null"
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise Bad(expectation)
+        if prefixes and not value.startswith(prefixes):
+            raise Bad(expectation)
+        return value
+    return check
+
+
+def coin(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 20 or not value.replace("-", "").isalnum():
+        raise Bad('a coin name such as "BTC"')
+    return value
+
+
+def env_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or not value.replace("_", "").isalnum():
+        raise Bad("an environment variable name")
+    return value
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Bad("an object")
+    return dict(value)
