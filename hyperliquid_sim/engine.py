@@ -182,11 +182,12 @@ class Engine:
                 order.status, order.status_time = "triggered", now_ms
                 updates.append(self._update(order))
                 fill_px = px if (order.is_buy and px <= limit) or (not order.is_buy and px >= limit) else None
-                if fill_px is not None:
-                    fill = self._fill(order, fill_px, order.size, now_ms, crossed=True)
-                    if fill:
-                        fills.append(fill)
-                order.status = "filled" if fill_px is not None else "canceled"
+                fill = self._fill(order, fill_px, order.size, now_ms, crossed=True) if fill_px is not None else None
+                if fill:
+                    fills.append(fill)
+                # A reduce-only trigger with no position left to reduce is canceled, as the exchange
+                # says it: "filled" with no fill would be a fill that never happened.
+                order.status = "filled" if fill else "reduceOnlyCanceled" if fill_px is not None else "canceled"
                 updates.append(self._update(order))
                 del self.orders[order.oid]
                 self._done[order.oid] = order
