@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Protocol
 
 import stream_events as stream
+from entries import account_refusal
 from execution import OrderExecutor
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import RateLimitedLog
@@ -29,7 +30,7 @@ from reconcile import Reconciler
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from settings import RiskSettings, WebSocketSettings
-from snapshot import build_snapshot, stream_view
+from snapshot import build_snapshot, market_view, stream_view
 from state_writer import StateWriter
 
 log = logging.getLogger("bot")
@@ -212,16 +213,9 @@ class TradingLoop:
 
     def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None:
         """The account-wide limits (risk.*), across all markets."""
-        open_positions = sum(1 for t in self.traders.values() if t.position is not None)
-        if self.risk.max_open_positions is not None and open_positions >= self.risk.max_open_positions:
-            return f"{open_positions} open position(s) reached risk.max_open_positions {self.risk.max_open_positions}"
-        if self.risk.max_total_position_usd is not None:
-            in_doubt = sum(o.notional_usd for o in self.executor.unknown.orders.values() if o.purpose == "entry")
-            total = sum((t.notional_usd() for t in self.traders.values()), Decimal(0)) + in_doubt
-            if total + notional_usd > self.risk.max_total_position_usd:
-                return (f"open ${total:.2f} + order ${notional_usd:.2f} would exceed risk.max_total_position_usd "
-                        f"${self.risk.max_total_position_usd}")
-        return None
+        in_doubt = self.executor.unknown.notional_usd("entry")
+        return account_refusal(self.risk, [t.position is not None for t in self.traders.values()],
+                               sum((t.notional_usd() for t in self.traders.values()), in_doubt), notional_usd)
 
     def want_check(self, reason: str) -> None:
         self.reconciler.want(reason, at_once=True)
@@ -268,7 +262,7 @@ class TradingLoop:
         stats = self.ws.stats() if self.ws is not None else None
         self._snapshot = build_snapshot(
             now_s=now, started_s=self.started,
-            markets={coin: t.health_view() for coin, t in self.traders.items()},
+            markets={coin: market_view(t) for coin, t in self.traders.items()},
             stream=stream_view(stats, ws.enabled, self.fallback, self.events.qsize(), self.ws_restarts, now),
             loop={"price_fresh_limit_s": fresh_limit, "mode": self.mode, "dry_run": self.paper,
                   "state_writable": self.store.writable, "state_error": self.store.error,

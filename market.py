@@ -1,26 +1,26 @@
-"""One traded coin: its price, candles, position, trailing stop, exits and entries.
+"""One traded coin: its price, candles, position, trailing stop and exits.
 
 Owns: the market's current price (from the stream or REST), its candles (trades deduplicated
 across reconnects), the position and its restart-safe high-water mark, the exit decision on every
-price (sent at once, before any disk write), exit retries (0.5 s doubling to 2 s), the entry
-decision (the market's strategy, its risk guard, the account-wide limits), adopting the exchange's
-position when a check finds ours differs, and the market's health figures.
-Must not: touch the socket or another market's state, wait on the disk before an exit, or send
-an entry while one of its orders may still fill (the executor says) or the position is unconfirmed.
+price (sent at once, before any disk write), exit retries (0.5 s doubling to 2 s), opening the
+position an entry filled (entries.py decides and sends entries), adopting the exchange's position
+when a check finds ours differs, and the market's health figures.
+Must not: touch the socket or another market's state, or wait on the disk before an exit.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Literal, Protocol
+from typing import Callable, Literal
 
-from execution import Ioc, NotSent, OrderExecutor
+from entries import Account, Entries
+from execution import Ioc, OrderExecutor
 from exits import ExitDecision, ExitRules, PositionView, TrailingStop
 from protection import Protection
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import MarketSettings
-from sizing import RiskGuard, order_size
+from sizing import RiskGuard
 from state import SavedPosition
 from state_writer import StateWriter
 from strategies import CandleSeries, Strategy, interval_ms
@@ -31,9 +31,6 @@ log = logging.getLogger("bot")
 PRICE_LOG_EVERY_S = 5.0        # `📡 Real-time price update` at most this often
 EXIT_RETRY_BASE_S = 0.5        # a failed exit is retried with backoff from this delay...
 EXIT_RETRY_MAX_S = 2.0         # ...up to this: the exchange may be back any moment
-ENTRY_EVAL_EVERY_S = 1.0       # strategies are asked at most this often between candle closes
-ENTRY_COOLDOWN_S = 5.0         # no new entry this soon after a position closed (no churn)
-CANCEL_RETRY_S = 5.0           # entries wait this long between retries of failed cancels
 
 
 @dataclass
@@ -52,16 +49,6 @@ class OpenPosition:
         return self.side == "short"
 
 
-class Account(Protocol):
-    """What a market needs to know of the account (the loop answers)."""
-
-    def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None: ...
-
-    def want_check(self, reason: str) -> None: ...
-
-    def check_due(self) -> bool: ...
-
-
 class MarketTrader:
     """Everything the bot decides for one coin. Built by trading_bot.build_bot."""
 
@@ -71,9 +58,8 @@ class MarketTrader:
         self.coin = market.coin
         self.trading = tr = market.trading
         self.exit_rules = protection.exit_rules
-        self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)
-        self.sz_decimals = sz_decimals
-        self.strategy = strategy
+        self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)  # counts exits (entries have theirs)
+        self.entries = Entries(self.coin, tr, sz_decimals, strategy, executor, account, clock, now_ms)
         self.executor, self.protection, self.store, self.account = executor, protection, store, account
         self.paper, self.clock, self.now_ms = paper, clock, now_ms
         self.candle_interval = market.strategy.candle_interval
@@ -87,10 +73,6 @@ class MarketTrader:
         self.exit_cloid: str | None = None  # the next exit's cloid, already saved ("reserved")
         self.exit_failures = 0
         self.next_exit_attempt = 0.0
-        self.entries_enabled = True
-        self.entry_blocked_until = 0.0
-        self.last_entry_eval = 0.0
-        self.last_closed_candles = 0
         self.last_price_log = 0.0
         self.trades_seen = 0
         self._last_trade_ms = 0  # newest trade time folded into the candles
@@ -200,7 +182,7 @@ class MarketTrader:
         cancel its exchange-side orders (network calls, after the state is right)."""
         pos, self.position = self.position, None
         self.position_dirty = False
-        self.entry_blocked_until = self.clock() + ENTRY_COOLDOWN_S
+        self.entries.cool_down()
         self.next_exit_attempt = 0.0  # a backoff from this position must not mute the next one's stops
         self.exit_failures = 0
         self.protection.reset()
@@ -226,56 +208,8 @@ class MarketTrader:
 
     # ---- entries ---------------------------------------------------------------------------
 
-    def _entry_blocked(self, now: float) -> bool:
-        if not self.entries_enabled or now < self.entry_blocked_until:
-            return True
-        if self.executor.blocks_entries(self.coin) or self.account.check_due():
-            return True  # an order that may still fill, or a position not confirmed yet
-        if self.executor.cancels_pending(self.coin):
-            self.entry_blocked_until = now + CANCEL_RETRY_S  # a stale stop could close the new position
-            return True
-        return False
-
-    def maybe_enter(self, now: float) -> None:
-        if self._entry_blocked(now):
-            return
-        closed = self.candles.closed_count
-        if closed == self.last_closed_candles and now - self.last_entry_eval < ENTRY_EVAL_EVERY_S:
-            return
-        self.last_closed_candles = closed
-        self.last_entry_eval = now
-        assert self.current_price is not None
-        side = self.strategy.on_candles(self.candles.closed(), self.current_price, False)
-        if side is not None:
-            self._enter(side, self.current_price)
-
-    def _enter(self, side: Literal["long", "short"], price: Decimal) -> None:
-        try:
-            size = order_size(self.trading.order_size_usd, price, self.sz_decimals)
-        except ValueError as exc:
-            log.warning("%s entry skipped: %s", self.coin, exc)
-            return
-        refusal = self.guard.check_entry(Decimal(0), size * price, self.now_ms()) \
-            or self.account.entry_refusal(self.coin, size * price)
-        if refusal:
-            log.warning("%s entry refused by risk guard: %s", self.coin, refusal)
-            return
-        log.info("%s entry signal %s at %s (strategy %s)", self.coin, side, price, self.strategy.name)
-        order = Ioc(self.coin, side == "long", size, price, self.trading.slippage_pct, False, "entry")
-        try:
-            filled, avg_px = self.executor.send_ioc(order, guard=self.guard)
-        except NotSent as exc:
-            log.error("%s entry not sent: %s", self.coin, exc)
-            return
-        except OrderStatusUnknown as exc:
-            log.error("%s entry order: %s; no entry until the exchange says what became of it", self.coin, exc)
-            return
-        except HyperliquidError as exc:
-            log.error("%s entry order not executed: %s", self.coin, exc)
-            return
-        if filled <= 0:
-            log.warning("%s entry order not filled (IOC at %s)", self.coin, price)
-            return
+    def opened(self, side: Literal["long", "short"], filled: Decimal, avg_px: Decimal) -> None:
+        """An entry filled: the position, saved, then its exchange-side stops (and saved again)."""
         self.position = OpenPosition(side=side, size=filled, entry_px=avg_px, opened_ms=self.now_ms(),
                                      trailing=None)  # first: whatever raises next, the fill is a position
         self.position.trailing = self._trailing(side, avg_px)
@@ -300,7 +234,9 @@ class MarketTrader:
 
     def _entry_timer(self, now: float) -> None:
         if self.position is None and self.current_price is not None:
-            self.maybe_enter(now)
+            entered = self.entries.maybe_enter(now, self.current_price, self.candles.closed_count, self.candles.closed)
+            if entered is not None:
+                self.opened(*entered)
 
     def _reserve_timer(self, now: float) -> None:
         pos = self.position
@@ -368,18 +304,3 @@ class MarketTrader:
         if pos is None:
             return Decimal(0)
         return pos.size * (self.current_price or pos.entry_px)
-
-    def health_view(self) -> dict[str, Any]:
-        """This market's figures for the health snapshot (stamps, not ages)."""
-        pos = self.position
-        return {
-            "current_price": float(self.current_price) if self.current_price is not None else None,
-            "price_source": "rest" if self.price_source == "rest" else "websocket",
-            "price_at_s": self.price_at if self.current_price is not None else None,
-            "position": None if pos is None else {
-                "side": pos.side, "size": float(pos.size), "entry_px": float(pos.entry_px),
-                "high_water": float(pos.trailing.high_water) if pos.trailing and pos.trailing.high_water else None,
-            },
-            "exit_failures": self.exit_failures,
-            "trades_seen": self.trades_seen,
-        }

@@ -1,8 +1,9 @@
 """The health snapshot the trading loop publishes, built from plain figures (pure; no I/O).
 
-Owns: the snapshot's shape (health.py's contract): monotonic stamps, never ages (the health thread
+Owns: the snapshot's shape (health.py's contract), read from the markets and the socket thread's
+stats: monotonic stamps, never ages (the health thread
 computes ages when asked), the first market's figures at the top level and every market under
-`markets`. Must not: read a clock, touch trading state, or be mutated after it is built (the loop
+`markets`. Must not: read a clock, change trading state, or be mutated after it is built (the loop
 publishes it as a read-only mapping for the health thread).
 """
 from __future__ import annotations
@@ -10,7 +11,24 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from market import MarketTrader
 from ws_parts import WsStats
+
+
+def market_view(trader: MarketTrader) -> dict[str, Any]:
+    """One market's figures (stamps, not ages)."""
+    pos = trader.position
+    return {
+        "current_price": float(trader.current_price) if trader.current_price is not None else None,
+        "price_source": "rest" if trader.price_source == "rest" else "websocket",
+        "price_at_s": trader.price_at if trader.current_price is not None else None,
+        "position": None if pos is None else {
+            "side": pos.side, "size": float(pos.size), "entry_px": float(pos.entry_px),
+            "high_water": float(pos.trailing.high_water) if pos.trailing and pos.trailing.high_water else None,
+        },
+        "exit_failures": trader.exit_failures,
+        "trades_seen": trader.trades_seen,
+    }
 
 
 def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_depth: int, thread_restarts: int,
@@ -34,7 +52,7 @@ def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_dept
 
 def build_snapshot(*, now_s: float, started_s: float, markets: Mapping[str, Mapping[str, Any]],
                    stream: Mapping[str, Any], loop: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`markets`: each coin's `MarketTrader.health_view()`, in config order; `loop`: the loop's own
+    """`markets`: each coin's `market_view()`, in config order; `loop`: the loop's own
     figures (mode, dry_run, price_fresh_limit_s, state_writable, state_error, handler_errors,
     unknown_orders, oldest_unknown_order_at_s, rss_bytes)."""
     first_coin = next(iter(markets))

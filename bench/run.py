@@ -37,7 +37,7 @@ import websocket
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import market  # noqa: E402
+import entries  # noqa: E402
 import trading_bot  # noqa: E402
 from config_load import settings_from_dict  # noqa: E402
 from http_line import HttpLine  # noqa: E402
@@ -361,8 +361,8 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     """From the simulator sending the trade that crosses the stop to the signed reduce-only exit
     order arriving at its /exchange (both stamps CLOCK_MONOTONIC)."""
     progress(f"tick-to-order: {ORDERS} stop-loss exits")
-    saved = market.ENTRY_COOLDOWN_S
-    market.ENTRY_COOLDOWN_S = 0.0  # re-enter at once: one sample per cycle
+    saved = entries.ENTRY_COOLDOWN_S
+    entries.ENTRY_COOLDOWN_S = 0.0  # re-enter at once: one sample per cycle
     b = Bot(sim, dry_run=False, strategy={"name": "always_long"})
     closes = [0]
     closed = b.trader.closed
@@ -430,7 +430,7 @@ def bench_tick_to_order(sim: SimProcess) -> dict[str, Any]:
     finally:
         http.client.HTTPConnection.send = wire_send  # type: ignore[method-assign]
         b.close()
-        market.ENTRY_COOLDOWN_S = saved
+        entries.ENTRY_COOLDOWN_S = saved
     ms = [x / 1e6 for x in lat]
     return {"samples": len(ms), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms),
             "segments_median_ms": {k: statistics.median(v) for k, v in segments.items()}}

@@ -129,7 +129,7 @@ class ShortOnce:
 
 def test_short_stop_loss_on_a_gap(sim: SimServer, tmp_path: Path) -> None:
     h = make_bot(sim, tmp_path)
-    h.trader.strategy = ShortOnce()
+    h.trader.entries.strategy = ShortOnce()
     try:
         sim.set_price("BTC", "50000")
         wait_until(lambda: h.trader.position is not None, 10, h.step)

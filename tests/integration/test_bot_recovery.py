@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
+import entries
 import market
 import stream_events
 from hyperliquid_sim import SimServer
@@ -89,7 +90,7 @@ def test_close_resets_exit_backoff_so_next_stop_fires_on_first_cross(
     # One failed exit backs off 30 s (longer than this test), and no cooldown before the next entry:
     # a backoff left over from the first position would mute the second one's stop.
     monkeypatch.setattr(market, "EXIT_RETRY_BASE_S", 30.0)
-    monkeypatch.setattr(market, "ENTRY_COOLDOWN_S", 0.0)
+    monkeypatch.setattr(entries, "ENTRY_COOLDOWN_S", 0.0)
     h = make_bot(sim, tmp_path)
     try:
         open_long(sim, h, protective=False)
@@ -116,7 +117,7 @@ def test_close_resets_exit_backoff_so_next_stop_fires_on_first_cross(
         exits_before = len(ioc_orders(sim, reduce_only=True))
         # From here no third entry: with no cooldown it could follow the close within the same loop
         # turn (a candle closing, or a slow turn past ENTRY_EVAL_EVERY_S) and hide it.
-        monkeypatch.setattr(market, "ENTRY_COOLDOWN_S", 60.0)
+        monkeypatch.setattr(entries, "ENTRY_COOLDOWN_S", 60.0)
         sim.set_price("BTC", "48800")  # one print through the new position's stop (~48911)
         wait_until(lambda: h.trader.position is None, 3, h.step)
         assert len(exits) == 2 and exits[-1] == D("48800")
@@ -129,8 +130,8 @@ def test_close_resets_exit_backoff_so_next_stop_fires_on_first_cross(
 def test_failed_cancel_of_protective_order_blocks_next_entry_until_canceled(
         sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No cooldown, and a blocked entry retries the cancel every 0.5 s.
-    monkeypatch.setattr(market, "ENTRY_COOLDOWN_S", 0.0)
-    monkeypatch.setattr(market, "CANCEL_RETRY_S", 0.5)
+    monkeypatch.setattr(entries, "ENTRY_COOLDOWN_S", 0.0)
+    monkeypatch.setattr(entries, "CANCEL_RETRY_S", 0.5)
     h = make_bot(sim, tmp_path, **EXCHANGE_EXITS)
     try:
         open_long(sim, h)
