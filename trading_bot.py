@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from config_load import ConfigError, load_private_key, load_settings
 from execution import OrderExecutor
-from health import HealthServer
+from health_server import HealthServer
 from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import setup_logging

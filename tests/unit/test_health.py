@@ -14,7 +14,8 @@ from typing import Any, Iterator, Mapping
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from health import HealthServer, render, render_metrics
+from health import render, render_metrics
+from health_server import HealthServer
 from tests.waiting import wait_until
 
 NOW_S = 1000.0
