@@ -12,6 +12,8 @@ import math
 from decimal import Decimal
 from typing import Any, Callable
 
+from eth_utils import to_checksum_address
+
 
 class Bad(Exception):
     def __init__(self, expectation: str) -> None:
@@ -108,6 +110,19 @@ def env_name(value: Any) -> str:
     if not isinstance(value, str) or not value or not value.replace("_", "").isalnum():
         raise Bad("an environment variable name")
     return value
+
+
+def address(value: Any) -> str | None:
+    """An account address: 0x and 40 hex digits (or null), kept in checksum form."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
+        raise Bad("an address: 0x and 40 hex digits, or null")
+    try:
+        int(value[2:], 16)
+    except ValueError:
+        raise Bad("an address: 0x and 40 hex digits, or null") from None
+    return to_checksum_address(value)
 
 
 def mapping(value: Any) -> dict[str, Any]:

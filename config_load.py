@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from config_checks import Bad, Check, boolean, coin, decimal, env_name, mapping, number, one_of, text
+from config_checks import Bad, Check, address, boolean, coin, decimal, env_name, mapping, number, one_of, text
 from settings import (AccountSettings, ApiSettings, HealthSettings, LoggingSettings, MarketSettings, RiskSettings,
                       Settings, SimulatorSettings, StateSettings, StrategySettings, TradingSettings,
                       WebSocketSettings)
@@ -87,6 +87,8 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     "account": (AccountSettings, {
         "private_key_env": env_name,
         "private_key_file": text(optional=True),
+        "address": address,
+        "vault_address": address,
     }),
     "risk": (RiskSettings, {
         "max_open_positions": number(1, 1000, lo_open=False, integer=True, optional=True),
@@ -289,7 +291,18 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         raise ConfigError(f"{p} must be valid YAML, got an error{where}: {problem}") from None
     if raw is None:
         raw = {}
-    return settings_from_dict(raw, source=str(p))
+    return with_paths_from(settings_from_dict(raw, source=str(p)), p.resolve().parent)
+
+
+def with_paths_from(settings: Settings, folder: Path) -> Settings:
+    """Relative paths in the config (state, log file, key file) and their defaults are relative to
+    the config file's folder, not to wherever the bot was started from (cron, --report)."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(folder / path) if not Path(path).is_absolute() else path
+    return replace(settings,
+                   state=replace(settings.state, path=absolute(settings.state.path)),
+                   logging=replace(settings.logging, file=absolute(settings.logging.file)),
+                   account=replace(settings.account, private_key_file=absolute(settings.account.private_key_file)))
 
 
 # ---- private key --------------------------------------------------------------------------

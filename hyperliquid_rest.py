@@ -28,8 +28,9 @@ from rest_errors import (HyperliquidError, MalformedAnswer, NetworkError, OrderR
 from signing import (L1Signer, NonceClock, float_to_wire, is_valid_price, is_valid_size, new_cloid,
                      sign_l1_action)
 from sizing import slippage_price
-from wire import (PARSE_ERRORS, AccountState, Fill, Meta, OpenOrder, OrderResult, OrderStatusResult, parse_account,
-                  parse_candle, parse_fill, parse_meta, parse_open_order, parse_order_status, parse_statuses, parsed)
+from wire import (PARSE_ERRORS, AccountState, Agent, Fill, Meta, OpenOrder, OrderResult, OrderStatusResult,
+                  parse_account, parse_agent, parse_candle, parse_fill, parse_meta, parse_open_order, parse_order_status,
+                  parse_statuses, parsed)
 
 log = logging.getLogger("rest")
 
@@ -204,6 +205,11 @@ class HyperliquidRestClient:
     def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult:
         return parsed(parse_order_status, self.info({"type": "orderStatus", "user": user, "oid": oid_or_cloid}),
                       "orderStatus")
+
+    def extra_agents(self, user: str) -> list[Agent]:
+        """The API (agent) wallets `user` has approved."""
+        return parsed(lambda items: [parse_agent(a) for a in items], self.info({"type": "extraAgents", "user": user}),
+                      "extraAgents")
 
     # ---- /exchange ----
 

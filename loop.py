@@ -40,6 +40,7 @@ STEP_BATCH = 64                # events handled per loop turn before the timers 
 MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer latency
 STATE_RETRY_EVERY_S = 1.0      # failed state writes are tried again this often
 WS_SUPERVISE_EVERY_S = 1.0     # how often the loop checks that the socket thread is alive
+FILLS_POLL_EVERY_S = 5.0       # with the stream disabled, fills are fetched this often (userFills weight 20)
 
 
 class Mids(Protocol):
@@ -58,6 +59,7 @@ class TradingLoop:
         self.executor, self.reconciler, self.gate, self.store, self.rest = executor, reconciler, gate, store, rest
         self.events, self.ws, self.ws_settings = events, ws, ws_settings
         self.check_interval_s, self.risk, self.paper, self.address = check_interval_s, risk, paper, address
+        self.signer = address  # the key's address, when it is not the account's (set by the wiring)
         self.stop_event, self.clock, self.now_ms = stop_event, clock, now_ms
         self.started = clock()
         self.last_market_data = clock()  # grace period: the stream gets stale_after to start
@@ -68,6 +70,7 @@ class TradingLoop:
         self.ws_restarts = 0
         self.next_ws_check = 0.0
         self.next_state_retry = 0.0
+        self.next_fills_poll = 0.0
         self.last_publish = 0.0
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
@@ -143,8 +146,8 @@ class TradingLoop:
         for trader in self.traders.values():
             for timer in trader.timers:
                 self._run_timer(timer, now)
-        for timer in (self.executor.lookup_timer, self.reconciler.timer, self._state_timer, self._stream_timer,
-                      self._publish_timer):
+        for timer in (self.executor.lookup_timer, self.reconciler.timer, self._fills_timer, self._state_timer,
+                      self._stream_timer, self._publish_timer):
             self._run_timer(timer, now)
 
     def _run_timer(self, timer: Callable[[float], None], now: float) -> None:
@@ -231,6 +234,13 @@ class TradingLoop:
 
     # ---- housekeeping ----------------------------------------------------------------------
 
+    def _fills_timer(self, now: float) -> None:
+        """Without the stream, fills are journaled as they happen all the same: polled over REST."""
+        if self.ws_settings.enabled or self.paper or now < self.next_fills_poll:
+            return
+        self.next_fills_poll = now + FILLS_POLL_EVERY_S
+        self.reconciler.reconcile_fills()
+
     def _state_timer(self, now: float) -> None:
         if (self.store.pending or not self.store.writable) and now >= self.next_state_retry:
             self.next_state_retry = now + STATE_RETRY_EVERY_S
@@ -264,11 +274,25 @@ class TradingLoop:
             now_s=now, started_s=self.started,
             markets={coin: market_view(t) for coin, t in self.traders.items()},
             stream=stream_view(stats, ws.enabled, self.fallback, self.events.qsize(), self.ws_restarts, now),
-            loop={"price_fresh_limit_s": fresh_limit, "mode": self.mode, "dry_run": self.paper,
+            positions=self._positions(),
+            loop={"account": self.address, "signer": self.signer,
+                  "price_fresh_limit_s": fresh_limit, "mode": self.mode, "dry_run": self.paper,
                   "state_writable": self.store.writable, "state_error": self.store.error,
                   "handler_errors": self.handler_errors, "unknown_orders": len(self.executor.unknown),
                   "oldest_unknown_order_at_s": self.executor.unknown.oldest_since_s(),
                   "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+
+    def _positions(self) -> dict[str, dict[str, Any]]:
+        """Every position on the account: ours (managed) and those no market trades."""
+        out: dict[str, dict[str, Any]] = {}
+        for coin, trader in self.traders.items():
+            pos = trader.position
+            if pos is not None:
+                size = pos.size if pos.side == "long" else -pos.size
+                out[coin] = {"size": float(size), "entry_px": float(pos.entry_px), "managed": True}
+        for coin, (size, entry_px) in self.reconciler.unmanaged.items():
+            out[coin] = {"size": float(size), "entry_px": float(entry_px), "managed": False}
+        return out
 
     def health_snapshot(self) -> Mapping[str, Any]:
         """Called from the health thread: returns the last published immutable snapshot."""

@@ -53,7 +53,7 @@ class Reconciler:
         self.next_check = 0.0
         self.last_periodic = clock()
         self.connected_once = False
-        self.unmanaged: dict[str, Decimal] = {}  # coin -> size of positions no market trades
+        self.unmanaged: dict[str, tuple[Decimal, Decimal]] = {}  # coin -> (size, entry) of positions no market trades
 
     # ---- position checks -------------------------------------------------------------------
 
@@ -95,13 +95,13 @@ class Reconciler:
         for coin, trader in self.traders.items():
             p = theirs.get(coin)
             trader.adopt(p.size if p else Decimal(0), p.entry_px if p else Decimal(0), reason)
-        self._note_unmanaged({c: p.size for c, p in theirs.items() if c not in self.traders})
+        self._note_unmanaged({c: (p.size, p.entry_px) for c, p in theirs.items() if c not in self.traders})
         return True
 
-    def _note_unmanaged(self, sizes: dict[str, Decimal]) -> None:
+    def _note_unmanaged(self, sizes: dict[str, tuple[Decimal, Decimal]]) -> None:
         """A position no market trades is never dropped silently: a warning when it appears or changes."""
-        for coin, size in sizes.items():
-            if self.unmanaged.get(coin) != size:
+        for coin, (size, _) in sizes.items():
+            if self.unmanaged.get(coin, (None,))[0] != size:
                 log.warning("unmanaged position: %s %s on the account (no market of this bot trades %s; it is "
                             "left alone)", coin, size, coin)
         for coin in set(self.unmanaged) - set(sizes):

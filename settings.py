@@ -57,7 +57,7 @@ class TradingSettings:
     slippage_pct: Decimal = Decimal("0.5")
     max_position_usd: Decimal = Decimal("1000")
     max_orders_per_minute: int = 10
-    exits_on_exchange: bool = False
+    exits_on_exchange: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ class StateSettings:
 class AccountSettings:
     private_key_env: str = "HL_PRIVATE_KEY"
     private_key_file: str | None = None
+    address: str | None = None        # the account traded (master); None: the key's own address
+    vault_address: str | None = None  # trade for this vault or sub-account (orders carry vaultAddress)
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,12 @@ def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_dept
 
 
 def build_snapshot(*, now_s: float, started_s: float, markets: Mapping[str, Mapping[str, Any]],
-                   stream: Mapping[str, Any], loop: Mapping[str, Any]) -> Mapping[str, Any]:
+                   stream: Mapping[str, Any], loop: Mapping[str, Any],
+                   positions: Mapping[str, Mapping[str, Any]] | None = None) -> Mapping[str, Any]:
     """`markets`: each coin's `market_view()`, in config order; `loop`: the loop's own
-    figures (mode, dry_run, price_fresh_limit_s, state_writable, state_error, handler_errors,
-    unknown_orders, oldest_unknown_order_at_s, rss_bytes)."""
+    figures (account, signer, mode, dry_run, price_fresh_limit_s, state_writable, state_error,
+    handler_errors, unknown_orders, oldest_unknown_order_at_s, rss_bytes); `positions`: every
+    position on the account, `{coin: {size, entry_px, managed}}`."""
     first_coin = next(iter(markets))
     first = markets[first_coin]
     exit_failures = max((m["exit_failures"] for m in markets.values()), default=0)
@@ -71,5 +73,6 @@ def build_snapshot(*, now_s: float, started_s: float, markets: Mapping[str, Mapp
         "exit_failures": exit_failures,
         "trades_seen": sum(m["trades_seen"] for m in markets.values()),
         "markets": {coin: {k: v for k, v in m.items() if k != "trades_seen"} for coin, m in markets.items()},
+        "positions": dict(positions or {}),
     }
     return MappingProxyType(snapshot)

@@ -60,28 +60,34 @@ class SavedPosition:
 
 
 class InstanceLock:
-    """An exclusive flock on `path`; the OS releases it when the process dies (kill -9 safe)."""
+    """An exclusive flock on the state database file itself, so that deleting a side file cannot
+    let a second bot in; the OS releases it when the process dies (kill -9 safe). The holder's pid
+    is written beside it (`<db>.lock`) for the message only. SQLite's own locks are fcntl locks,
+    independent of this flock."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path
+        self.pid_path = db_path + ".lock"
         self._fd: int | None = None
 
     def acquire(self) -> bool:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        try:
+            Path(self.pid_path).write_text(str(os.getpid()))
+        except OSError:
+            pass  # only the message needs it; the lock holds without it
         return True
 
     def holder_pid(self) -> int | None:
         try:
-            return int(Path(self.path).read_text().strip() or 0) or None
+            return int(Path(self.pid_path).read_text().strip() or 0) or None
         except (OSError, ValueError):
             return None
 
@@ -148,6 +154,18 @@ class StateStore:
             db.close()
             raise StateError(f"{self.path} is not writable ({exc}); nothing was changed") from exc
         self._db = db
+
+    def bind(self, account: str, network: str) -> None:
+        """Mark the file as this account's on this network, or refuse it if it is another's: one
+        state file, one account (a second bot on another key must not resume its position)."""
+        saved = (self.get("account"), self.get("network"))
+        if saved == (None, None):
+            self.set("account", account)
+            self.set("network", network)
+            return
+        if (saved[0] or "").lower() != account.lower() or saved[1] != network:
+            raise StateError(f"{self.path} belongs to account {saved[0]} on {saved[1]}, not to account {account} "
+                             f"on {network}; use another state.path for this account")
 
     def close(self) -> None:
         if self._db is not None:

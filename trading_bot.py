@@ -15,6 +15,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import queue
 import secrets
 import signal
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # state, journal and logs are the owner's alone (positions, fills, addresses)
     args = parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -99,11 +101,11 @@ def print_report(settings: Settings) -> int:
 
 
 def run_bot(settings: Settings, key: bytes | None) -> int:
-    lock = InstanceLock(settings.state.path + ".lock")
+    lock = InstanceLock(settings.state.path)
     try:
         acquired = lock.acquire()
     except OSError as exc:
-        log.error("state: cannot create the instance lock %s (%s)", lock.path, exc.strerror or exc)
+        log.error("state: cannot open %s for the instance lock (%s)", lock.path, exc.strerror or exc)
         return 2
     if not acquired:
         log.info("another instance is running (pid %s); exiting", lock.holder_pid())
@@ -151,19 +153,27 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
     """
     rest_url, ws_url = _endpoints(settings, cleanup)
     signer = _signer(settings, key)
+    account = settings.account.vault_address or settings.account.address or signer.address
     api = settings.api
     rest = HyperliquidRestClient(rest_url, signer=signer, info_deadline_s=api.info_timeout_s,
-                                 exchange_deadline_s=api.exchange_timeout_s, expires_after_s=api.order_expires_after_s)
+                                 exchange_deadline_s=api.exchange_timeout_s, expires_after_s=api.order_expires_after_s,
+                                 vault_address=settings.account.vault_address)
     cleanup.append(rest.close)
-    meta = _check_exchange(settings, rest, signer.address, stop_event)
+    meta = _check_exchange(settings, rest, account, stop_event)
+    _check_authority(settings, rest, signer.address, stop_event)
+    try:
+        store.bind(account, settings.network)
+    except StateError as exc:
+        raise StartError(2, f"state: {exc}") from exc
     exchange: Any = PaperExchange(lambda coin: meta.asset(coin).sz_decimals) if settings.dry_run else rest
     strategies = _strategies(settings)
     if not settings.dry_run:
         _set_leverage(settings, rest)
     events: queue.Queue[Any] = queue.Queue(maxsize=settings.websocket.queue_size)
-    ws_client = _ws_client(settings, ws_url, signer.address, events)
+    ws_client = _ws_client(settings, ws_url, account, events)
     loop = _assemble(settings, rest, exchange, StateWriter(store), meta, strategies, events, ws_client,
-                     signer.address, stop_event)
+                     account, stop_event)
+    loop.signer = signer.address
     if ws_client is not None:
         cleanup.append(lambda: loop.ws.stop() if loop.ws is not None else None)  # the thread the loop has now
     for trader in loop.traders.values():
@@ -230,6 +240,28 @@ def _signer(settings: Settings, key: bytes | None) -> L1Signer:
     if settings.live_trading:
         log.warning("LIVE TRADING ON MAINNET: orders use real money")
     return signer
+
+
+def _check_authority(settings: Settings, rest: HyperliquidRestClient, signer: str,
+                     stop_event: threading.Event) -> None:
+    """The key may trade for the account: it is the account, or an API wallet the account approved
+    (`extraAgents`). Otherwise exit 2 naming both, before anything is signed."""
+    master = settings.account.address
+    if master is None or master.lower() == signer.lower():
+        if settings.account.vault_address:
+            log.info("trading for vault %s, signed by %s (the exchange refuses orders if it does not lead it)",
+                     settings.account.vault_address, signer)
+        return
+    try:
+        agents = _at_start(lambda: rest.extra_agents(master), stop_event)
+    except HyperliquidError as exc:
+        raise StartError(1, f"cannot ask the exchange which API wallets {master} approved: {exc}") from exc
+    now = wall_ms()
+    if not any(a.address.lower() == signer.lower() and a.valid_at(now) for a in agents):
+        raise StartError(2, f"account: the key's address {signer} may not trade for account {master}: it is not "
+                            "an API wallet the account approved (or its approval expired); approve it on the exchange "
+                            "first, or set account.address to the key's own account")
+    log.info("API wallet %s trades for account %s", signer, master)
 
 
 def _check_exchange(settings: Settings, rest: HyperliquidRestClient, address: str,

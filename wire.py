@@ -206,3 +206,21 @@ def parsed(parse: Callable[[Any], T], raw: Any, what: str) -> T:
         return parse(raw)
     except PARSE_ERRORS as exc:
         raise MalformedAnswer(f"{what}: malformed answer ({type(exc).__name__}: {exc})"[:300]) from exc
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An API wallet approved by an account (`extraAgents`)."""
+    name: str
+    address: str
+    valid_until_ms: int | None
+
+    def valid_at(self, now_ms: int) -> bool:
+        return self.valid_until_ms is None or now_ms < self.valid_until_ms
+
+
+def parse_agent(raw: Mapping[str, Any]) -> Agent:
+    """One `extraAgents` entry, e.g. {"name": "hlbot", "address": "0x...", "validUntil": 1735689600000}."""
+    until = raw.get("validUntil")
+    return Agent(name=str(raw.get("name") or ""), address=str(raw["address"]),
+                 valid_until_ms=int(until) if until is not None else None)

@@ -62,7 +62,7 @@ def make_bot(sim: SimServer, tmp_path: Path, **over: Any) -> Harness:
                       "fallback_poll_interval": 0.1, "data_timeout": 2.0, "ping_interval": 1.0,
                       "pong_timeout": 1.0, "subscribe_timeout": 1.0},
         "trading": {"stop_loss_pct": 1.0, "take_profit_pct": 5.0, "trailing_stop_pct": 0.5,
-                    "order_size_usd": 200, "leverage": 3, "slippage_pct": 0.5},
+                    "order_size_usd": 200, "leverage": 3, "slippage_pct": 0.5, "exits_on_exchange": False},
         "strategy": {"name": "always_long"},
         "health": {"enabled": False},
         "state": {"path": str(tmp_path / "bot.db")},

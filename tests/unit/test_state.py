@@ -146,7 +146,7 @@ def test_foreign_database_is_refused(tmp_path: Path) -> None:
 
 
 def test_instance_lock_held_by_another_process(tmp_path: Path) -> None:
-    path = str(tmp_path / "bot.db.lock")
+    path = str(tmp_path / "bot.db")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r); from state import InstanceLock; "
         "l = InstanceLock(%r); assert l.acquire(); print('held', flush=True); sys.stdin.read()")
@@ -162,6 +162,26 @@ def test_instance_lock_held_by_another_process(tmp_path: Path) -> None:
     lock = InstanceLock(path)
     assert lock.acquire() is True  # the OS released it with the process
     lock.release()
+
+
+def test_deleting_the_pid_file_does_not_let_a_second_instance_in(tmp_path: Path) -> None:
+    path = str(tmp_path / "bot.db")
+    first = InstanceLock(path)
+    assert first.acquire()
+    try:
+        Path(path + ".lock").unlink()  # the side file: the lock is on the database itself
+        assert InstanceLock(path).acquire() is False
+    finally:
+        first.release()
+
+
+def test_a_state_file_belongs_to_one_account(store: StateStore) -> None:
+    store.bind("0x" + "a" * 40, "testnet")
+    store.bind("0x" + "A" * 40, "testnet")  # the same account, any case
+    with pytest.raises(StateError, match="belongs to account 0xaaaa"):
+        store.bind("0x" + "b" * 40, "testnet")
+    with pytest.raises(StateError, match="on testnet"):
+        store.bind("0x" + "a" * 40, "mainnet")
 
 
 def test_journal_report_round_trips(store: StateStore) -> None:

@@ -1,0 +1,116 @@
+"""The account the bot trades, on the simulator: a position in a coin the bot does not trade is
+reported and left alone, a state file belongs to one account, fills are journaled as they happen
+even without the stream, and paths in a config file are relative to its folder."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+import health
+import trading_bot
+from config_load import load_settings, settings_from_dict
+from hyperliquid_sim import SimServer
+from state import StateStore
+from tests.integration.test_bot import make_bot, sim, wait_until  # noqa: F401 (sim: fixture)
+
+
+def test_a_position_in_another_coin_is_reported_and_left_alone(
+        sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    h = make_bot(sim, tmp_path)
+    try:
+        sim.set_price("ETH", "3000")
+        h.bot.rest.market_order("ETH", True, D("0.05"), D("0.5"), reference_px=D("3000"))  # by hand, same account
+        h.bot.want_check("test")
+        wait_until(lambda: "ETH" in h.bot.reconciler.unmanaged, 5, h.step)
+        assert "unmanaged position: ETH 0.05" in caplog.text
+        h.bot.publish_health()
+        _, body = health.render(h.bot.health_snapshot(), h.bot.clock())
+        assert body["positions"]["ETH"]["managed"] is False and body["positions"]["ETH"]["size"] == 0.05
+        assert body["account"] == h.bot.address and body["signer"] == h.bot.signer
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)  # BTC trades on
+        h.bot.publish_health()
+        _, body = health.render(h.bot.health_snapshot(), h.bot.clock())
+        assert body["positions"]["BTC"]["managed"] is True
+        eth_orders = [e for e in sim.exchange_log() if e["action"].get("type") == "order"
+                      and any(o["a"] == 1 for o in e["action"]["orders"])]
+        assert len(eth_orders) == 1  # only the manual one: the bot never touches ETH
+        caplog.clear()
+        h.bot.want_check("again")
+        wait_until(lambda: h.bot.reconciler.due is None, 5, h.step)
+        assert "unmanaged position" not in caplog.text  # warned when it appears or changes, not every check
+    finally:
+        h.close()
+
+
+def test_a_state_file_of_another_account_is_refused(sim: SimServer, tmp_path: Path) -> None:
+    make_bot(sim, tmp_path).close()  # a first account's bot ran on this state file
+    with pytest.raises(trading_bot.StartError) as err:
+        make_bot(sim, tmp_path)  # another key, the same state.path
+    assert err.value.code == 2 and "belongs to account" in str(err.value)
+
+
+def test_without_the_stream_fills_are_journaled_as_they_happen(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path, websocket={"enabled": False}, check_interval=0.2)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        wait_until(lambda: len(h.store.fills()) == 1, 10, h.step)  # the entry's fill, from a userFills poll
+        fill = h.store.fills()[0]
+        assert fill["coin"] == "BTC" and not fill["paper"]
+    finally:
+        h.close()
+
+
+def test_paths_in_a_config_are_relative_to_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = folder / "bot.json"
+    config.write_text(json.dumps({"state": {"path": "../data/bot.db"}, "logging": {"file": "bot.log"}}))
+    s = load_settings(config)
+    assert s.state.path == str(folder / "../data/bot.db") and s.logging.file == str(folder / "bot.log")
+    assert Path(load_settings(config).state.path).is_absolute()
+    default = folder / "default.json"
+    default.write_text("{}")
+    assert load_settings(default).state.path == str(folder / "state/bot.db")
+    assert settings_from_dict({}).state.path == "state/bot.db"  # a document without a file: as given
+
+
+def test_state_and_logs_are_created_owner_only(sim: SimServer, tmp_path: Path) -> None:
+    config = tmp_path / "bot.json"
+    config.write_text(json.dumps({"network": "local", "api": {"rest_url": sim.rest_url}, "dry_run": False,
+                                  "symbol": "BTC", "strategy": {"name": "always_long"}, "health": {"enabled": False},
+                                  "state": {"path": "state/bot.db"}, "logging": {"file": "logs/bot.log"}}))
+    log_file = tmp_path / "logs" / "bot.log"
+
+    def stop_once_trading() -> None:  # SIGINT once the loop runs (its handler is installed by then)
+        wait_until(lambda: log_file.exists() and "start-up reconciliation done" in log_file.read_text(), 20)
+        os.kill(os.getpid(), signal.SIGINT)
+    stopper = threading.Thread(target=stop_once_trading, daemon=True)
+    old_umask = os.umask(0o022)
+    stopper.start()
+    try:
+        assert trading_bot.main(["--config", str(config)]) == 0
+    finally:
+        stopper.join(timeout=25)
+        os.umask(old_umask)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_hlbot", False)]:  # the bot's console and file
+            root.removeHandler(handler)
+            handler.close()
+    for path in (tmp_path / "state" / "bot.db", tmp_path / "logs" / "bot.log"):
+        assert path.stat().st_mode & 0o077 == 0, path
+    store = StateStore(str(tmp_path / "state" / "bot.db"))
+    store.open()
+    assert store.get("account") is not None
+    store.close()
