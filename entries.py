@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Callable, Literal, Protocol, Sequence
 
 from execution import Ioc, NotSent, OrderExecutor
+from logsetup import RateLimitedLog
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import RiskSettings, TradingSettings
 from sizing import RiskGuard, order_size
@@ -31,6 +32,8 @@ class Account(Protocol):
     """What entries need to know of the account (the loop answers)."""
 
     def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None: ...
+
+    def entry_slot(self) -> bool: ...
 
     def want_check(self, reason: str) -> None: ...
 
@@ -53,12 +56,13 @@ def account_refusal(risk: RiskSettings, open_flags: Sequence[bool], open_usd: De
 class Entries:
     """One market's entry decision and order."""
 
-    def __init__(self, coin: str, trading: TradingSettings, sz_decimals: int, strategy: Strategy,
+    def __init__(self, coin: str, trading: TradingSettings, sz_decimals: int, strategy: Strategy, guard: RiskGuard,
                  executor: OrderExecutor, account: Account, clock: Callable[[], float],
                  now_ms: Callable[[], int]) -> None:
         self.coin, self.trading, self.sz_decimals, self.strategy = coin, trading, sz_decimals, strategy
         self.executor, self.account, self.clock, self.now_ms = executor, account, clock, now_ms
-        self.guard = RiskGuard(trading.max_position_usd, trading.max_orders_per_minute)
+        self.guard = guard  # the market's: its exits count too (a burst of exits holds entries back)
+        self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self.enabled = True
         self.blocked_until = 0.0
         self.last_eval = 0.0
@@ -105,7 +109,13 @@ class Entries:
         refusal = self.guard.check_entry(Decimal(0), size * price, self.now_ms()) \
             or self.account.entry_refusal(self.coin, size * price)
         if refusal:
-            log.warning("%s entry refused by risk guard: %s", self.coin, refusal)
+            suppressed = self._quiet.allow("refused")
+            if suppressed is not None:
+                log.warning("%s entry refused by risk guard: %s%s", self.coin, refusal,
+                            f" ({suppressed} more refusals)" if suppressed else "")
+            return nothing
+        if not self.account.entry_slot():
+            self.last_eval = 0.0  # another market entered this turn: ask again next turn
             return nothing
         log.info("%s entry signal %s at %s (strategy %s)", self.coin, side, price, self.strategy.name)
         order = Ioc(self.coin, side == "long", size, price, self.trading.slippage_pct, False, "entry")

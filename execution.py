@@ -67,18 +67,18 @@ class Ioc:
 
 class OrderExecutor:
     """Sends orders and tracks the ones in doubt. `want_check(reason)` asks for a position check;
-    `on_protective_lost(coin, cloid)` is told when an exchange-side SL/TP turns out not to rest."""
+    `on_protective(coin, cloid, resting)` is told what an exchange-side SL/TP in doubt turned out to be."""
 
     def __init__(self, exchange: Exchange, rest: InfoQueries, store: StateWriter, gate: InfoGate, address: str,
                  expires_after_s: float, paper: bool, clock: Callable[[], float], now_ms: Callable[[], int],
-                 want_check: Callable[[str], None], on_protective_lost: Callable[[str, str], None]) -> None:
+                 want_check: Callable[[str], None], on_protective: Callable[[str, str, bool], None]) -> None:
         self.exchange, self.rest, self.store, self.gate = exchange, rest, store, gate
         self.address = address
         self.expiry_ms = int(expires_after_s * 1000)
         self.paper = paper
         self.clock, self.now_ms = clock, now_ms
         self.want_check = want_check
-        self.on_protective_lost = on_protective_lost
+        self.on_protective = on_protective
         self.unknown = UnknownOrders()
         self.uncanceled: dict[str, list[str]] = {}  # coin -> cloids whose cancel failed
 
@@ -179,6 +179,9 @@ class OrderExecutor:
             next_lookup_s=first_lookup_s(now), since_s=now, coin=record.coin))
         self.want_check(f"{record.coin} {record.purpose} result unknown")
 
+    def entry_in_doubt(self, coin: str) -> bool:
+        return any(o.coin == coin and o.purpose == "entry" for o in self.unknown.orders.values())
+
     def blocks_entries(self, coin: str) -> bool:
         """An entry that may have filled, or an exit still able to close a new position."""
         return any(o.coin == coin and o.purpose in ("entry", "exit") for o in self.unknown.orders.values())
@@ -229,8 +232,8 @@ class OrderExecutor:
                     if verdict == "executed" else " (it can no longer execute)" if verdict == "never_executed" else "")
         if verdict != "never_executed":
             self.want_check(f"{order.coin} {order.purpose} order {order.cloid} {verdict}")
-        if order.purpose in ("sl", "tp") and verdict in ("never_executed", "not_filled"):
-            self.on_protective_lost(order.coin, order.cloid)
+        if order.purpose in ("sl", "tp") and verdict in ("never_executed", "not_filled", "resting"):
+            self.on_protective(order.coin, order.cloid, verdict == "resting")
         if record is not None:
             self._record_settlement(record, result)
 

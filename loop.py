@@ -71,6 +71,7 @@ class TradingLoop:
         self.next_ws_check = 0.0
         self.next_state_retry = 0.0
         self.next_fills_poll = 0.0
+        self.entry_slots = 1
         self.last_publish = 0.0
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
@@ -119,13 +120,8 @@ class TradingLoop:
                 trader.on_trade(event)
         elif kind is stream.Fill:
             self.reconciler.on_fill(event)
-        elif kind in (stream.L2Book, stream.Bbo):
-            trader = self.traders.get(event.coin)
-            if trader is not None:
-                self._on_market_data()
-                trader.last_market_data = self.last_market_data
-        elif kind is stream.Mids:
-            self._on_market_data()
+        elif kind in (stream.L2Book, stream.Bbo, stream.Mids):
+            self._on_market_data()  # the stream is alive; a market is fresh only on its live trades
         elif kind is stream.Connected:
             self.reconciler.on_connected()
         elif kind is stream.StreamDown:
@@ -142,19 +138,20 @@ class TradingLoop:
     def _timers(self) -> None:
         """Everything that is due, each on its own: one that raises cannot starve the others."""
         now = self.clock()
+        self.entry_slots = 1  # one entry per turn across markets: others' exits must not wait behind entries
         self._run_timer(self._freshness_timer, now)
         for trader in self.traders.values():
             for timer in trader.timers:
-                self._run_timer(timer, now)
+                self._run_timer(timer, now, trader.coin)
         for timer in (self.executor.lookup_timer, self.reconciler.timer, self._fills_timer, self._state_timer,
                       self._stream_timer, self._publish_timer):
             self._run_timer(timer, now)
 
-    def _run_timer(self, timer: Callable[[float], None], now: float) -> None:
+    def _run_timer(self, timer: Callable[[float], None], now: float, coin: str = "") -> None:
         try:
             timer(now)
         except Exception as exc:  # noqa: BLE001 - logged with its traceback, counted
-            self._failed_in_loop(getattr(timer, "__qualname__", "a timer"), exc)
+            self._failed_in_loop(f"{coin} {getattr(timer, '__qualname__', 'a timer')}".strip(), exc)
 
     def _failed_in_loop(self, what: str, exc: Exception) -> None:
         self.handler_errors += 1
@@ -208,17 +205,29 @@ class TradingLoop:
         for trader in traders:
             price = mids.get(trader.coin)
             if price is None:
-                log.warning("REST price poll: no mid for %s", trader.coin)
-            else:
+                if self._quiet.allow(f"no mid {trader.coin}") is not None:
+                    log.warning("REST price poll: no mid for %s", trader.coin)
+                continue
+            try:  # one market's failure must not keep the others from their price
                 trader.on_rest_price(price)
+            except Exception as exc:  # noqa: BLE001 - logged with its traceback, counted
+                self._failed_in_loop(f"{trader.coin} REST price", exc)
 
     # ---- the account -----------------------------------------------------------------------
 
     def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None:
         """The account-wide limits (risk.*), across all markets."""
         in_doubt = self.executor.unknown.notional_usd("entry")
-        return account_refusal(self.risk, [t.position is not None for t in self.traders.values()],
+        open_flags = [t.position is not None or self.executor.entry_in_doubt(c) for c, t in self.traders.items()]
+        return account_refusal(self.risk, open_flags,
                                sum((t.notional_usd() for t in self.traders.values()), in_doubt), notional_usd)
+
+    def entry_slot(self) -> bool:
+        """May an entry go out in this turn? (One per turn: the next turn drains prices first.)"""
+        if self.entry_slots <= 0:
+            return False
+        self.entry_slots -= 1
+        return True
 
     def want_check(self, reason: str) -> None:
         self.reconciler.want(reason, at_once=True)
@@ -226,11 +235,18 @@ class TradingLoop:
     def check_due(self) -> bool:
         return self.reconciler.due is not None
 
-    def protective_lost(self, coin: str, cloid: str) -> None:
-        """An exchange-side SL/TP turned out not to rest: its market places the level again."""
+    def protective_settled(self, coin: str, cloid: str, resting: bool) -> None:
+        """An exchange-side SL/TP in doubt was settled: one that does not rest is placed again; one
+        that rests but guards nothing now (its position closed meanwhile) is canceled, or it could
+        close a later position at an old level."""
         trader = self.traders.get(coin)
-        if trader is not None and trader.position is not None and cloid in trader.position.protective_cloids:
-            trader.protection.schedule_repair()
+        pos = trader.position if trader is not None else None
+        ours = pos is not None and cloid in pos.protective_cloids
+        if not resting and ours:
+            trader.protection.schedule_repair()  # type: ignore[union-attr]
+        elif resting and not ours:
+            log.warning("%s: exchange-side order %s rests but guards no position; canceling it", coin, cloid)
+            self.executor.cancel_cloids(coin, [cloid], reason="guards no position")
 
     # ---- housekeeping ----------------------------------------------------------------------
 

@@ -58,8 +58,8 @@ class MarketTrader:
         self.coin = market.coin
         self.trading = tr = market.trading
         self.exit_rules = protection.exit_rules
-        self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)  # counts exits (entries have theirs)
-        self.entries = Entries(self.coin, tr, sz_decimals, strategy, executor, account, clock, now_ms)
+        self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)  # entries and exits
+        self.entries = Entries(self.coin, tr, sz_decimals, strategy, self.guard, executor, account, clock, now_ms)
         self.executor, self.protection, self.store, self.account = executor, protection, store, account
         self.paper, self.clock, self.now_ms = paper, clock, now_ms
         self.candle_interval = market.strategy.candle_interval
@@ -89,7 +89,6 @@ class MarketTrader:
 
     def on_trade(self, event: Trade) -> None:
         """A trade of this coin from the stream (the hot path)."""
-        self.last_market_data = self.clock()
         t = event.time_ms
         if t < self._last_trade_ms or (t == self._last_trade_ms and event.tid in self._tids_at_last_ms):
             return  # already folded in (a replay after a reconnect) or out of order
@@ -100,8 +99,10 @@ class MarketTrader:
         self.trades_seen += 1
         self.candles.add_trade(event.price, event.size, event.time_ms)
         # The replay sent after (re)subscribing is history for the candles, not a live price: acting
-        # on it could fire a stop on a price from minutes ago. (Its newest trade is not marked.)
+        # on it could fire a stop on a price from minutes ago. (Its newest trade is not marked.) Only
+        # a live trade makes the market fresh: a quiet one is polled over REST until it trades.
         if not event.replay:
+            self.last_market_data = self.clock()
             self.on_price(event.price, "websocket")
 
     def on_rest_price(self, price: Decimal) -> None:

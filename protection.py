@@ -143,12 +143,13 @@ class Protection:
 
 
 def cancel_stale_protective(executor: OrderExecutor, store: StateWriter, order_status: Callable[[str], OrderStatusResult],
-                            keep: Collection[str], open_cloids: Collection[str], now_ms: Callable[[], int]) -> None:
+                            keep: Collection[str], open_cloids: Collection[str], now_ms: Callable[[], int],
+                            coins: Collection[str]) -> None:
     """Start-up: every SL/TP we placed that guards no position any more is canceled (a crash
     between placing a stop and saving the position's list leaves one behind); those already gone
     get the exchange's word for what became of them."""
     for record in store.orders(statuses=("resting",)):
-        if record.purpose not in ("sl", "tp") or record.cloid in keep:
+        if record.purpose not in ("sl", "tp") or record.cloid in keep or record.coin not in coins:
             continue
         try:
             if record.cloid in open_cloids:

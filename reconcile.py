@@ -94,7 +94,10 @@ class Reconciler:
         theirs = {p.coin: p for p in state.positions if p.size != 0}
         for coin, trader in self.traders.items():
             p = theirs.get(coin)
-            trader.adopt(p.size if p else Decimal(0), p.entry_px if p else Decimal(0), reason)
+            try:  # one market's failure must not keep the others from the exchange's word
+                trader.adopt(p.size if p else Decimal(0), p.entry_px if p else Decimal(0), reason)
+            except Exception:  # noqa: BLE001 - logged; the next check tries that market again
+                log.exception("%s: adopting the exchange's position failed; the next check tries again", coin)
         self._note_unmanaged({c: (p.size, p.entry_px) for c, p in theirs.items() if c not in self.traders})
         return True
 
@@ -174,13 +177,17 @@ class Reconciler:
         for coin, trader in self.traders.items():
             if coin in saved:
                 trader.resume(saved[coin])
+        orphans = {coin: pos for coin, pos in saved.items() if coin not in self.traders}
+        for coin, pos in orphans.items():
+            log.warning("a saved %s position (%s %s) belongs to no configured market: the bot leaves it and its "
+                        "exchange-side orders alone; add %s to markets to manage it", coin, pos.side, pos.size, coin)
         if self.paper:
             return  # reserved cloids stay for a live start to look up: one may be a live exit's
         self.executor.resolve_at_start()
         self.reconcile_fills()
         if not self.check_positions("start-up"):
             self.want("start-up")  # the loop's timers try again
-        self._check_exchange_side_orders()
+        self._check_exchange_side_orders({c for pos in orphans.values() for c in pos.protective_cloids})
         # One line marking the end of start-up reconciliation (the crash test times stop cover by it).
         log.info("start-up reconciliation done: %s", self._summary())
 
@@ -193,8 +200,9 @@ class Reconciler:
             parts.append(state if len(self.traders) == 1 else f"{coin} {state}")
         return "; ".join(parts)
 
-    def _check_exchange_side_orders(self) -> None:
-        """The positions' SL/TP must rest on the exchange; our stale ones are canceled."""
+    def _check_exchange_side_orders(self, keep: set[str]) -> None:
+        """The positions' SL/TP must rest on the exchange; our stale ones are canceled (never those
+        of `keep`, nor of a coin no market trades)."""
         if not any(t.protection.enabled for t in self.traders.values()):
             return
         try:
@@ -202,14 +210,13 @@ class Reconciler:
         except HyperliquidError as exc:
             log.warning("open-order check failed: %s; stale exchange-side orders stay until the next start", exc)
             for trader in self.traders.values():
-                if trader.position is not None:
+                if trader.position is not None and trader.protection.enabled:
                     trader.protection.schedule_repair()  # at least the missing levels are placed again
             return
-        keep: set[str] = set()
         for trader in self.traders.values():
             if trader.protection.check_at_start(trader.position, open_cloids):
                 self.store.save_position(trader.position_record())
             if trader.position is not None:
                 keep |= set(trader.position.protective_cloids)
         cancel_stale_protective(self.executor, self.store, lambda cloid: self.rest.order_status(self.address, cloid),
-                                keep, open_cloids, self.now_ms)
+                                keep, open_cloids, self.now_ms, coins=set(self.traders))

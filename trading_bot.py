@@ -195,7 +195,8 @@ def _assemble(settings: Settings, rest: HyperliquidRestClient, exchange: Any, st
     late: dict[str, TradingLoop] = {}  # the loop, once built: the executor's callbacks reach it
     executor = OrderExecutor(exchange, rest, store, gate, address, settings.api.order_expires_after_s, paper,
                              clock, wall_ms, want_check=lambda why: late["loop"].want_check(why),
-                             on_protective_lost=lambda coin, cloid: late["loop"].protective_lost(coin, cloid))
+                             on_protective=lambda coin, cloid, resting: late["loop"].protective_settled(coin, cloid,
+                                                                                                         resting))
     reconciler = Reconciler(rest, store, executor, gate, traders, address, paper, clock, wall_ms)
     loop = TradingLoop(traders, executor, reconciler, gate, store, rest, events, ws, settings.websocket,
                        settings.check_interval, settings.risk, paper, address, stop_event, clock, wall_ms)

@@ -54,7 +54,7 @@ class Harness:
         self.store.close()
 
 
-def make_bot(sim: SimServer, tmp_path: Path, **over: Any) -> Harness:
+def make_bot(sim: SimServer, tmp_path: Path, key: bytes | None = None, **over: Any) -> Harness:
     doc: dict[str, Any] = {
         "network": "local", "dry_run": False, "symbol": "BTC",
         "api": {"rest_url": sim.rest_url},
@@ -78,7 +78,7 @@ def make_bot(sim: SimServer, tmp_path: Path, **over: Any) -> Harness:
     store = StateStore(settings.state.path)
     store.open()
     cleanup: list = []
-    bot = build_bot(settings, os.urandom(32), store, threading.Event(), cleanup)
+    bot = build_bot(settings, key or os.urandom(32), store, threading.Event(), cleanup)
     if bot.ws is not None:
         bot.ws.start()
     return Harness(bot, cleanup, store)

@@ -3,6 +3,7 @@ the others untouched, a quiet market does not push the others into REST fallback
 polled), and the account-wide limits hold across markets."""
 from __future__ import annotations
 
+import os
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 import health
+import stream_events as stream
 from hyperliquid_sim import SimConfig, SimServer
+from tests.faultproxy import Fault, FaultProxy
 from tests.integration.test_bot import Harness, make_bot, orders_sent, wait_until
 
 START = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150")}
@@ -112,5 +115,63 @@ def test_total_notional_limit(sim: SimServer, tmp_path: Path) -> None:
         for _ in range(40):
             h.step()
         assert h.bot.traders["SOL"].position is None and sim_size(sim, h, "SOL") == 0
+    finally:
+        h.close()
+
+
+def test_quotes_alone_do_not_make_a_market_fresh(sim: SimServer, tmp_path: Path) -> None:
+    # Its book moves but nobody trades: the price must come from REST, not freeze at the last trade.
+    h = markets_bot(sim, tmp_path)
+    try:
+        all_in(sim, h)
+        sol = h.bot.traders["SOL"]
+        deadline = h.bot.clock() + 3.0
+        while sol.price_source != "rest" and h.bot.clock() < deadline:
+            h.bot.events.put(stream.Bbo("SOL", D("149.9"), D("150.1"), 1, 0))
+            sim.set_price("BTC", "50001")
+            h.step()
+        assert sol.price_source == "rest"
+    finally:
+        h.close()
+
+
+def test_an_entry_in_doubt_counts_as_an_open_position(sim: SimServer, tmp_path: Path) -> None:
+    # max_open_positions 1; BTC's entry executes behind a 502 and, with no stream, nothing tells the
+    # bot at once: ETH must wait until BTC's entry is settled.
+    with FaultProxy(upstream=sim.rest_url) as proxy:
+        rule = proxy.inject("/exchange", Fault.STATUS_AFTER, status=502, count=1,
+                            match=lambda b: any(o.get("a") == 0 for o in (b.get("action") or {}).get("orders", [])))
+        h = markets_bot(sim, tmp_path, markets={"BTC": {}, "ETH": {"trading": {"order_size_usd": 60}}},
+                        risk={"max_open_positions": 1}, websocket={"enabled": False}, check_interval=0.1,
+                        api={"rest_url": proxy.url, "exchange_timeout_s": 1.0, "info_timeout_s": 1.0,
+                             "order_expires_after_s": 1.0})
+        try:
+            h.bot.want_check = lambda reason: None  # no position check to the rescue: the count must hold alone
+            sim.set_price("BTC", "50000")
+            wait_until(lambda: rule.hits == 1, 10, h.step)
+            sim.set_price("ETH", "3000")
+            for _ in range(40):
+                h.step()
+            assert sim_size(sim, h, "ETH") == 0 and sim_size(sim, h, "BTC") > 0
+        finally:
+            h.close()
+
+
+def test_a_market_removed_from_the_config_keeps_its_stops(sim: SimServer, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    key = os.urandom(32)
+    both = {"BTC": {}, "ETH": {"trading": {"order_size_usd": 60}}}
+    h = markets_bot(sim, tmp_path, markets=both, trading={"exits_on_exchange": True}, key=key)
+    try:
+        all_in(sim, h, ("BTC", "ETH"))
+        eth_stops = set(h.bot.traders["ETH"].position.protective_cloids)
+        assert len(eth_stops) == 2
+    finally:
+        h.close()
+    h = markets_bot(sim, tmp_path, markets={"BTC": {}}, trading={"exits_on_exchange": True}, key=key)
+    try:
+        resting = {o.get("cloid") for o in sim.account(h.bot.address)["open_orders"]}
+        assert eth_stops <= resting  # ETH is no market of this run: its stops are not "stale"
+        assert "belongs to no configured market" in caplog.text
     finally:
         h.close()
