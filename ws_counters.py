@@ -5,8 +5,8 @@ lock): connection and subscription state, the failure streak and REST-fallback s
 (messages, reconnects, dropped market data, ignored frames by kind, internal errors), the
 immutable `WsStats` snapshot, and the rate-limited log lines for ignored frames (one a kind per
 10 s) and internal errors (one traceback a site, then a count at most once a minute).
-Must not: touch the socket or the event queue, or decide anything: the client in
-hyperliquid_websocket.py says what happened, this only records and reports it.
+Must not: touch the socket or the event queue, or decide what happens to the connection: the
+client in hyperliquid_websocket.py says what happened, this records and reports it.
 """
 from __future__ import annotations
 

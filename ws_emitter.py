@@ -24,6 +24,8 @@ _DROP_LOG_EVERY_S = 10.0
 
 
 class EventEmitter:
+    """The socket thread's only writer to the queue; `backlog` is what waits for room."""
+
     def __init__(self, out: "queue.Queue[Any]", counters: StreamCounters, clock: Callable[[], float]) -> None:
         self.out = out
         self.backlog: collections.deque[Any] = collections.deque()  # priority events the full queue refused
