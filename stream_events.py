@@ -280,3 +280,11 @@ def parse_frame(text: str, recv_ns: int) -> ParseResult:
     except (KeyError, TypeError, ValueError, AttributeError):
         result.errors.append(f"bad_{channel}" if isinstance(channel, str) else "malformed_json")
     return result
+
+
+def as_replay(trades: list[Trade]) -> list[Trade]:
+    """A replay of recent trades (the first trades frame for a coin on a new connection), oldest
+    first whatever the server's order, all but the newest marked `replay`: history for candles,
+    while the newest is still the last price."""
+    trades = sorted(trades, key=lambda t: (t.time_ms, t.tid))
+    return [t._replace(replay=True) for t in trades[:-1]] + trades[-1:]

@@ -1,10 +1,12 @@
-"""The WebSocket thread's self-contained parts: a reconnect schedule, a stats record, a frame reader.
+"""The WebSocket thread's self-contained parts: a reconnect schedule, liveness deadlines, a stats
+record, a frame reader.
 
-Owns: `Backoff` (capped, jittered exponential delays; pure), `WsStats` (the immutable snapshot
+Owns: `Backoff` (capped, jittered exponential delays; pure), `Liveness` (one connection's ping,
+pong and no-data deadlines; pure: times are arguments), `WsStats` (the immutable snapshot
 `HyperliquidWebSocketClient.stats()` returns) and `BufferedWebSocket` (websocket-client's
 socket reads served from 64 KB chunks).
-Must not: hold connection state, open a connection, touch the event queue, or log: the client
-in hyperliquid_websocket.py does all of that.
+Must not: open a connection, send, touch the event queue, or log: the client in
+hyperliquid_websocket.py does all of that.
 """
 from __future__ import annotations
 
@@ -36,6 +38,43 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+# ---- liveness (pure) -------------------------------------------------------------------------
+
+class Liveness:
+    """One connection's deadlines, on data and pongs rather than on connection state: no message
+    for `data_timeout_s` is a dead connection, and so is a ping unanswered (nothing received since)
+    for `pong_timeout_s`. A ping is due when nothing was sent for `ping_interval_s` (the server's
+    60 s idle rule) and when nothing came in for half the data deadline: the pong proves a quiet
+    market is not a dead socket, so a symbol without trades does not reconnect every data_timeout."""
+
+    def __init__(self, now: float, ping_interval_s: float, pong_timeout_s: float, data_timeout_s: float) -> None:
+        self.ping_interval_s, self.pong_timeout_s, self.data_timeout_s = ping_interval_s, pong_timeout_s, data_timeout_s
+        self.quiet_ping_s = min(ping_interval_s, data_timeout_s / 2)
+        self.last_sent = self.last_rx = now
+        self.ping_sent_at: float | None = None  # the oldest ping not answered yet
+
+    def failure(self, now: float, last_rx: float) -> str | None:
+        """Why the connection counts as dead at `now`, having last received at `last_rx`; else None."""
+        self.last_rx = last_rx
+        if now - last_rx > self.data_timeout_s:
+            return f"no message for {self.data_timeout_s:.1f}s"
+        if self.ping_sent_at is not None and last_rx >= self.ping_sent_at:
+            self.ping_sent_at = None
+        if self.ping_sent_at is not None and now - self.ping_sent_at > self.pong_timeout_s:
+            return f"no pong within {self.pong_timeout_s:.1f}s"
+        return None
+
+    def ping_due(self, now: float) -> bool:
+        """Whether to ping at `now` (asked after `failure()`, which records the last receipt)."""
+        return now - self.last_sent >= self.ping_interval_s or (
+            self.ping_sent_at is None and now - self.last_rx >= self.quiet_ping_s)
+
+    def sent(self, now: float, ping: bool = False) -> None:
+        self.last_sent = now
+        if ping and self.ping_sent_at is None:
+            self.ping_sent_at = now
 
 
 # ---- stats --------------------------------------------------------------------------------------
