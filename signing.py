@@ -113,6 +113,13 @@ def _sig_int(value: Any) -> int:
 def recover_l1_signer(action: dict[str, Any], signature: Signature, vault_address: str | None,
                       nonce: int, expires_after: int | None, is_mainnet: bool) -> str:
     """Checksummed address that produced `signature` over this action; ValueError if malformed."""
+    return recover_digest_signer(l1_digest(action_hash(action, vault_address, nonce, expires_after), is_mainnet),
+                                 signature)
+
+
+def recover_digest_signer(digest: bytes, signature: Signature) -> str:
+    """Checksummed address that signed this 32-byte digest; ValueError if the signature is malformed
+    (bad r/s/v, high s) or recovers no key."""
     try:
         r = _sig_int(signature["r"])
         s = _sig_int(signature["s"])
@@ -121,7 +128,6 @@ def recover_l1_signer(action: dict[str, Any], signature: Signature, vault_addres
         raise ValueError("malformed signature") from exc
     if v not in (27, 28) or not (0 < r < _SECP256K1_N) or not (0 < s <= _SECP256K1_N // 2):
         raise ValueError("malformed signature")
-    digest = l1_digest(action_hash(action, vault_address, nonce, expires_after), is_mainnet)
     raw = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v - 27])
     try:
         public = PublicKey.from_signature_and_message(raw, digest, hasher=None)

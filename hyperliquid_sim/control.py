@@ -3,7 +3,7 @@
 Owns: the loopback-only check, the op dispatch (`{"op": NAME, ...args}` calls `op_NAME(**args)`),
 and the ops: prices (set_price, move_price), benchmark trades (emit_trades, emitted), the feed
 (pause_feed, resume_feed), faults (drop_connections, silence, unsilence, refuse_connections,
-send_malformed, info_429) and reads (exchange_log, account, stats).
+send_malformed, info_429), accounts (create_vault) and reads (exchange_log, account, stats).
 Must not: answer from anywhere but loopback, or hold exchange rules or WebSocket bookkeeping:
 it acts through the feed, the WebSocket endpoint and the shared state.
 """
@@ -158,6 +158,13 @@ class ControlOps:
         self._state.faults.info_429_until = time.monotonic() + seconds
         return {"429_for_s": seconds}
 
+    # ---- accounts ----
+
+    async def op_create_vault(self, leader: str) -> dict[str, Any]:
+        """A vault led by `leader` (an address), funded as the faucet funds an account; L1 actions
+        with `vaultAddress` set to it act for it when the leader or one of its agents signs."""
+        return {"vault": self._state.create_vault(leader), "leader": self._state.faucet(leader)}
+
     # ---- reads ----
 
     async def op_exchange_log(self) -> list[dict[str, Any]]:
@@ -165,7 +172,7 @@ class ControlOps:
 
     async def op_account(self, address: str) -> dict[str, Any]:
         engine = self._state.engine
-        user = self._state.user(address)
+        user = self._state.faucet(address)
         acct = engine.account(user)
         return {"usdc": str(acct.usdc), "positions": {c: {"szi": str(s), "entryPx": str(p)}
                                                       for c, (s, p) in acct.positions.items()},

@@ -67,7 +67,6 @@ class Account:
     positions: dict[str, list[Decimal]] = field(default_factory=dict)  # coin -> [szi, entry_px]
     leverage: dict[str, tuple[int, bool]] = field(default_factory=dict)
     fills: list[dict[str, Any]] = field(default_factory=list)
-    nonces: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,7 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.orders: dict[int, Order] = {}
         self.by_cloid: dict[tuple[str, str], int] = {}
+        self.nonce_sets: dict[str, list[int]] = {}  # per signer: an agent has its own, apart from its master's
         self.history = TradeHistory(self.coins)
         now_ms = time.time_ns() // 1_000_000
         for coin, (sz_dec, _lev, _px) in self.coins.items():
@@ -258,16 +258,17 @@ class Engine:
         upnl = sum(((self.prices[c] - e) * s for c, (s, e) in acct.positions.items() if s), Decimal(0))
         return acct.usdc + upnl
 
-    def check_nonce(self, user: str, nonce: int, now_ms: int) -> str | None:
-        acct = self.account(user)
+    def check_nonce(self, signer: str, nonce: int, now_ms: int) -> str | None:
+        """Keep the signer's 100 highest nonces; refuse one outside the time window, reused, or too low."""
+        nonces = self.nonce_sets.setdefault(signer, [])
         if not now_ms - 2 * 86_400_000 < nonce < now_ms + 86_400_000:
             return f"Invalid nonce: nonce {nonce} is outside the allowed time window"
-        if nonce in acct.nonces or (len(acct.nonces) >= 100 and nonce <= acct.nonces[0]):
-            return f"Invalid nonce: duplicate nonce {nonce}" if nonce in acct.nonces else \
+        if nonce in nonces or (len(nonces) >= 100 and nonce <= nonces[0]):
+            return f"Invalid nonce: duplicate nonce {nonce}" if nonce in nonces else \
                 f"Invalid nonce: nonce {nonce} is too low"
-        acct.nonces.append(nonce)
-        acct.nonces.sort()
-        del acct.nonces[:-100]
+        nonces.append(nonce)
+        nonces.sort()
+        del nonces[:-100]
         return None
 
     # ---- actions ----

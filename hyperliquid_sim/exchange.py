@@ -2,9 +2,12 @@
 
 Owns: reading the signed body (a 422 when it does not deserialize), recovering the L1 signer,
 refusing a stale `expiresAfter` (charged 5x), the address-based weight charged per signer, the
-"does not exist" answer for an unknown signer, nonce checks, one `/exchange` log entry per
+account an action acts for (the signer, its master when it is an agent, or `vaultAddress`;
+agents.py says which and the refusals), nonce checks per signer, one `/exchange` log entry per
 request, and acting on the engine: order, cancel, cancelByCloid, updateLeverage, scheduleCancel;
-the fills and order updates an action makes go to the user's WebSocket subscribers.
+the fills and order updates an action makes go to that account's WebSocket subscribers. The
+user-signed `approveAgent`: its EIP-712 signature (user_signed.py), chain and nonce checked, the
+agent recorded for the signer.
 Must not: hold exchange rules (engine.py does), throttle (weight is only counted), or answer
 anything but `/exchange`.
 """
@@ -17,7 +20,9 @@ from aiohttp import web
 
 from signing import recover_l1_signer
 
+from .agents import DEFAULT_AGENT_VALIDITY_MS
 from .state import SimState, now_ms
+from .user_signed import is_user_signed, read_approval, recover_user_signer
 from .wire import DESERIALIZE_ERROR
 from .ws import WebSocketEndpoint
 
@@ -27,6 +32,22 @@ from .ws import WebSocketEndpoint
 # wording is unconfirmed.
 EXPIRED_ERROR = "Action expired."
 EXPIRED_WEIGHT_FACTOR = 5
+# User-signed actions take no `expiresAfter` (/work/shared/hyperliquid-api.md section 4, from the
+# docs' "Expires After"); the refusal's wording is unconfirmed.
+USER_SIGNED_EXPIRES_ERROR = "expiresAfter is not supported on user signed actions."
+# A user-signed action signed for the other chain (its `hyperliquidChain` is signed); unconfirmed.
+WRONG_CHAIN_ERROR = "Invalid hyperliquidChain: this is {chain}."
+# A user-signed action's own `nonce`/`time` equals the request's nonce (hyperliquid-api.md section 5;
+# the SDK sets both from one timestamp); the refusal's wording is unconfirmed.
+NONCE_MISMATCH_ERROR = "Invalid nonce: the action's nonce {signed} is not the request's {nonce}."
+
+
+def must_deposit(user: str) -> str:
+    """The exchange's answer to a user-signed action from an address that holds nothing, which is
+    also what a bad signature recovers to (recorded: nomeida/hyperliquid issue #77, approveBuilderFee
+    with a bad signature, "the response User is always changed")."""
+    return f"Must deposit before performing actions. User: {user.lower()}"
+
 
 Answer = dict[str, Any]  # {"status": "ok" | "err", "response": ...}
 
@@ -42,6 +63,8 @@ def parse_body(body: Any) -> tuple[Any, int, Any, Any, int | None]:
     AttributeError when the body does not deserialize (the exchange's 422)."""
     action, nonce, signature = body["action"], int(body["nonce"]), body["signature"]
     vault, expires = body.get("vaultAddress"), body.get("expiresAfter")
+    if vault is not None and not isinstance(vault, str):
+        raise TypeError("vaultAddress must be an address")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise TypeError("expiresAfter must be a u64")
     return action, nonce, signature, vault, expires
@@ -62,31 +85,71 @@ class ExchangeEndpoint:
             return web.Response(status=422, text=DESERIALIZE_ERROR)
         entry: dict[str, Any] = {"recv_ns": recv_ns, "user": None, "action": action, "nonce": nonce}
         self._state.exchange_log.append(entry)
+        if is_user_signed(action):
+            try:
+                return answer(entry, self._user_signed(entry, action, nonce, signature, expires))
+            except (KeyError, TypeError, AttributeError):
+                return web.Response(status=422, text=DESERIALIZE_ERROR)
         try:
-            user = recover_l1_signer(action, signature, vault, nonce, expires, self._is_mainnet)
+            signer = recover_l1_signer(action, signature, vault, nonce, expires, self._is_mainnet)
         except (ValueError, TypeError):
             return answer(entry, {"status": "err", "response": "Invalid signature."})
-        entry["user"] = user
-        problem = self._admit(user, action, nonce, expires)
+        entry["user"] = signer
+        user, problem = self._admit(signer, action, nonce, expires, vault)
         if problem:
             return answer(entry, {"status": "err", "response": problem})
+        entry["account"] = user
         try:
             result = await self._act(user, action)
         except (KeyError, TypeError, ValueError, IndexError):
             return web.Response(status=422, text=DESERIALIZE_ERROR)
         return answer(entry, result)
 
-    def _admit(self, user: str, action: Any, nonce: int, expires: int | None) -> str | None:
-        """Charge the signer and say why the action is refused (expired, unknown user, nonce), or None."""
+    def _admit(self, signer: str, action: Any, nonce: int, expires: int | None,
+               vault: str | None) -> tuple[str, str | None]:
+        """Charge the signer; (the account the action acts for, None), or ("", why it is refused:
+        expired, unknown signer, not the vault's leader, nonce)."""
         weight = action_weight(action) if isinstance(action, dict) else 1
         if expires is not None and expires < now_ms():
             self._state.stats["expired_actions"] += 1
-            self._charge(user, EXPIRED_WEIGHT_FACTOR * weight)
-            return EXPIRED_ERROR
-        self._charge(user, weight)
-        if user not in self._state.engine.accounts:
-            return f"User or API Wallet {user.lower()} does not exist."
-        return self._state.engine.check_nonce(user, nonce, now_ms())
+            self._charge(signer, EXPIRED_WEIGHT_FACTOR * weight)
+            return "", EXPIRED_ERROR
+        self._charge(signer, weight)
+        state = self._state
+        user, problem = state.delegations.acting_user(signer, vault, state.engine.accounts, now_ms())
+        return user, problem or state.engine.check_nonce(signer, nonce, now_ms())
+
+    def _user_signed(self, entry: dict[str, Any], action: dict[str, Any], nonce: int, signature: Any,
+                     expires: int | None) -> Answer:
+        """approveAgent, signed by the master with EIP-712 over its fields; `vaultAddress` plays no
+        part (the signature does not cover it). KeyError/TypeError: a 422."""
+        if expires is not None:
+            return {"status": "err", "response": USER_SIGNED_EXPIRES_ERROR}
+        if action["nonce"] != nonce:  # what was signed must be what the nonce check sees
+            return {"status": "err", "response": NONCE_MISMATCH_ERROR.format(signed=action["nonce"], nonce=nonce)}
+        try:
+            master = recover_user_signer(action, signature)
+        except ValueError:
+            return {"status": "err", "response": "Invalid signature."}
+        entry["user"] = master
+        self._charge(master, 1)
+        chain = "Mainnet" if self._is_mainnet else "Testnet"
+        if action["hyperliquidChain"] != chain:
+            return {"status": "err", "response": WRONG_CHAIN_ERROR.format(chain=chain)}
+        state = self._state
+        if master not in state.engine.accounts or state.delegations.is_agent_address(master):
+            return {"status": "err", "response": must_deposit(master)}
+        problem = state.engine.check_nonce(master, nonce, now_ms())
+        if problem:
+            return {"status": "err", "response": problem}
+        approval = read_approval(action)
+        valid_until = approval.valid_until_ms
+        if valid_until is None:
+            valid_until = nonce + DEFAULT_AGENT_VALIDITY_MS
+        problem = state.approve_agent(master, approval.agent, approval.name, valid_until)
+        if problem:
+            return {"status": "err", "response": problem}
+        return {"status": "ok", "response": {"type": "default"}}
 
     def _charge(self, user: str, weight: int) -> None:
         """Count address-based weight against the signer (counted only: the sim does not throttle)."""

@@ -1,8 +1,8 @@
 """The simulator's `POST /info`: market and account queries answered from the engine.
 
 Owns: the answer shapes of meta, spotMeta, perpDexs, allMids, metaAndAssetCtxs, l2Book,
-candleSnapshot, clearinghouseState, openOrders, frontendOpenOrders, userFills, userFillsByTime
-and orderStatus; the 422 for a body it cannot read, and the 429 window `/control` opens.
+candleSnapshot, clearinghouseState, openOrders, frontendOpenOrders, userFills, userFillsByTime,
+orderStatus and extraAgents (from agents.py); the 422 for a body it cannot read, and the 429 window `/control` opens.
 Must not: change the engine beyond creating the account a user query names (the faucet), or
 push anything on the WebSocket.
 """
@@ -42,6 +42,8 @@ class InfoEndpoint:
         if market is not None:
             return market(engine, body)
         user = self._state.faucet(body["user"])  # an unknown query naming a user still funds it
+        if kind == "extraAgents":
+            return self._state.delegations.extra_agents(user, now_ms())
         query = USER_QUERIES.get(kind) if known else None
         if query is None:
             raise ValueError(kind)

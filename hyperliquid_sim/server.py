@@ -163,6 +163,9 @@ class SimServer:
     def info_429(self, seconds: float) -> dict[str, Any]:
         return self._run(self._control.op_info_429(seconds))
 
+    def create_vault(self, leader: str) -> dict[str, Any]:
+        return self._run(self._control.op_create_vault(leader))
+
     def exchange_log(self) -> list[dict[str, Any]]:
         return self._run(self._control.op_exchange_log())
 

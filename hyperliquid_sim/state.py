@@ -1,9 +1,10 @@
 """What the simulator's parts share: its settings and the state more than one of them reads.
 
 Owns: `SimConfig` (every knob, with the exchange's own limits as defaults), `SimState` (the
-engine, the `stats()` counters, the address-based weight charged per signer, the `/exchange`
-log and the fault windows `/control` opens), the account an address names (the faucet), and
-`now_ms`.
+engine, who may sign for whom (agents.py), the `stats()` counters, the address-based weight
+charged per signer, the `/exchange` log and the fault windows `/control` opens), the account an
+address names (the faucet; an agent's address stays empty, and is emptied when approved),
+vault creation, and `now_ms`.
 Must not: do I/O, hold a socket or a task, or answer a request: the parts (feed, ws, info,
 exchange, control) do, each with this object passed in.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from .engine import DEFAULT_COINS, Engine
+from .agents import Delegations
+from .engine import DEFAULT_COINS, Account, Engine
 
 
 def now_ms() -> int:
@@ -80,6 +82,7 @@ class SimState:
     address_weight: dict[str, int] = field(default_factory=dict)  # recovered signer -> weight charged
     exchange_log: list[dict[str, Any]] = field(default_factory=list)  # one entry per /exchange request
     faults: FaultWindows = field(default_factory=FaultWindows)
+    delegations: Delegations = field(default_factory=Delegations)
 
     def user(self, address: str) -> str:
         """Accounts are keyed by checksummed address; requests may use any case."""
@@ -93,12 +96,35 @@ class SimState:
 
         The faucet: an address named in an `/info` query or a user subscription becomes an
         account. A signer that never did so "does not exist", as on the real exchange, which is
-        what a signature over tampered content recovers to. ValueError if not an address."""
+        what a signature over tampered content recovers to. An agent's address only signs: named
+        in a query it shows an empty account, as the exchange's does. ValueError if not an address."""
         if not (isinstance(address, str) and address.startswith("0x") and len(address) == 42):
             raise ValueError("user")
         known = self.user(address)
         if known in self.engine.accounts:
             return known
         user = to_checksum_address(address)
-        self.engine.account(user)
+        if self.delegations.is_agent_address(user):
+            self.engine.accounts[user] = Account(Decimal(0))
+        else:
+            self.engine.account(user)
         return user
+
+    def approve_agent(self, master: str, agent: str, name: str, valid_until_ms: int) -> str | None:
+        """Record the agent (agents.py; an error text if refused). An account the faucet made for its
+        address before, never used, is emptied: an agent only signs and holds nothing."""
+        problem = self.delegations.approve(master, agent, name, valid_until_ms)
+        acct = self.engine.accounts.get(agent)
+        untouched = acct is not None and not acct.fills and not any(s for s, _ in acct.positions.values()) \
+            and not any(o.user == agent for o in self.engine.orders.values())
+        if problem is None and untouched:
+            self.engine.accounts[agent] = Account(Decimal(0))
+        return problem
+
+    def create_vault(self, leader: Any) -> str:
+        """A vault led by `leader`, funded as the faucet funds an account; the leader's own account
+        is made too if new (a vault needs a leader that exists)."""
+        leader_key = self.faucet(leader)
+        vault = self.delegations.create_vault(leader_key)
+        self.engine.account(vault)
+        return vault
