@@ -11,7 +11,10 @@ import threading
 from decimal import Decimal as D
 from pathlib import Path
 
+import eth_account
 import pytest
+from hyperliquid.exchange import Exchange
+from hyperliquid.info import Info
 
 import health
 import trading_bot
@@ -114,3 +117,46 @@ def test_state_and_logs_are_created_owner_only(sim: SimServer, tmp_path: Path) -
     store.open()
     assert store.get("account") is not None
     store.close()
+
+
+def test_an_api_wallet_approved_with_the_sdk_trades_for_the_master(sim: SimServer, tmp_path: Path) -> None:
+    master = eth_account.Account.create()
+    Info(sim.rest_url, skip_ws=True).user_state(master.address)  # the faucet funds the master
+    answer, agent_key = Exchange(master, base_url=sim.rest_url).approve_agent("hlbot")
+    assert answer["status"] == "ok"
+    h = make_bot(sim, tmp_path, key=bytes.fromhex(agent_key[2:]), account={"address": master.address})
+    try:
+        assert h.bot.address == master.address and h.bot.signer.lower() != master.address.lower()
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        assert D(sim.account(master.address)["positions"]["BTC"]["szi"]) == h.trader.position.size
+        order = [e for e in sim.exchange_log() if e["action"].get("type") == "order"][-1]
+        assert order["user"].lower() == h.bot.signer.lower()  # signed by the agent, for the master
+        wait_until(lambda: h.store.fills(), 10, h.step)  # the master's fills reach the journal
+    finally:
+        h.close()
+
+
+def test_a_key_that_is_no_api_wallet_of_the_account_is_refused_at_start(sim: SimServer, tmp_path: Path) -> None:
+    master = eth_account.Account.create()
+    with pytest.raises(trading_bot.StartError) as err:
+        make_bot(sim, tmp_path, account={"address": master.address})
+    assert err.value.code == 2
+    assert master.address in str(err.value) and "may not trade for account" in str(err.value)
+    assert not [e for e in sim.exchange_log() if e["action"].get("type") == "updateLeverage"]  # nothing signed
+
+
+def test_vault_orders_carry_the_vault_address(sim: SimServer, tmp_path: Path) -> None:
+    leader_key = os.urandom(32)
+    leader = eth_account.Account.from_key(leader_key)
+    vault = sim.create_vault(leader.address)["vault"]
+    h = make_bot(sim, tmp_path, key=leader_key, account={"vault_address": vault})
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        order = [e for e in sim.exchange_log() if e["action"].get("type") == "order"][-1]
+        assert order["account"].lower() == vault.lower()
+        assert D(sim.account(vault)["positions"]["BTC"]["szi"]) == h.trader.position.size
+        assert not sim.account(leader.address)["positions"].get("BTC")
+    finally:
+        h.close()
