@@ -63,6 +63,7 @@ class Ioc:
     slippage_pct: Decimal
     reduce_only: bool
     purpose: str            # "entry" or "exit"
+    reason: str | None = None  # why (an exit's rule: stop_loss, take_profit, trailing_stop), for the journal
 
 
 class OrderExecutor:
@@ -97,6 +98,8 @@ class OrderExecutor:
                                  size=order.size, limit_px=order.price, reduce_only=order.reduce_only,
                                  purpose=order.purpose, created_ms=self.now_ms(),
                                  status="reserved" if reserved_cloid else "pending")
+        if order.reason:
+            record = record.to(record.status, record.created_ms, reason=order.reason)
         if order.purpose == "entry":
             if not self.store.save_order(record):  # saved before sending: a crash now is looked up by cloid
                 raise NotSent(f"its cloid could not be saved ({self.store.error})")

@@ -28,9 +28,9 @@ from rest_errors import (HyperliquidError, MalformedAnswer, NetworkError, OrderR
 from signing import (L1Signer, NonceClock, float_to_wire, is_valid_price, is_valid_size, new_cloid,
                      sign_l1_action)
 from sizing import slippage_price
-from wire import (PARSE_ERRORS, AccountState, Agent, Fill, Meta, OpenOrder, OrderResult, OrderStatusResult,
-                  parse_account, parse_agent, parse_candle, parse_fill, parse_meta, parse_open_order, parse_order_status,
-                  parse_statuses, parsed)
+from wire import (PARSE_ERRORS, AccountState, Agent, Fill, FundingPayment, Meta, OpenOrder, OrderResult,
+                  OrderStatusResult, parse_account, parse_agent, parse_candle, parse_fill, parse_funding, parse_meta,
+                  parse_open_order, parse_order_status, parse_statuses, parsed)
 
 log = logging.getLogger("rest")
 
@@ -205,6 +205,12 @@ class HyperliquidRestClient:
     def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult:
         return parsed(parse_order_status, self.info({"type": "orderStatus", "user": user, "oid": oid_or_cloid}),
                       "orderStatus")
+
+    def user_funding(self, user: str, start_ms: int, end_ms: int | None = None) -> list[FundingPayment]:
+        body: dict[str, Any] = {"type": "userFunding", "user": user, "startTime": start_ms}
+        if end_ms is not None:
+            body["endTime"] = end_ms
+        return parsed(lambda items: [parse_funding(f) for f in items], self.info(body), "userFunding")
 
     def extra_agents(self, user: str) -> list[Agent]:
         """The API (agent) wallets `user` has approved."""

@@ -120,6 +120,8 @@ class TradingLoop:
                 trader.on_trade(event)
         elif kind is stream.Fill:
             self.reconciler.on_fill(event)
+        elif kind is stream.Funding:
+            self.reconciler.on_funding(event)
         elif kind in (stream.L2Book, stream.Bbo, stream.Mids):
             self._on_market_data()  # the stream is alive; a market is fresh only on its live trades
         elif kind is stream.Connected:

@@ -151,7 +151,8 @@ class MarketTrader:
         signal = ("%s exit signal %s: price %s crossed %s (entry %s, %s %s)", self.coin, decision.reason, price,
                   decision.trigger_price, pos.entry_px, pos.side, pos.size)
         reserved, self.exit_cloid = self.exit_cloid, None  # used once, whatever happens next
-        order = Ioc(self.coin, pos.is_buy_to_close, pos.size, price, self.trading.slippage_pct, True, "exit")
+        order = Ioc(self.coin, pos.is_buy_to_close, pos.size, price, self.trading.slippage_pct, True, "exit",
+                    decision.reason)
         try:
             filled, avg_px = self.executor.send_ioc(order, reserved_cloid=reserved)
         except OrderStatusUnknown as exc:

@@ -20,8 +20,8 @@ from protection import cancel_stale_protective
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from state_writer import StateWriter
-from stream_events import Fill as StreamFill
-from wire import AccountState, Fill, OpenOrder, OrderStatusResult
+from stream_events import Fill as StreamFill, Funding as StreamFunding
+from wire import AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
 
 log = logging.getLogger("bot")
 
@@ -36,6 +36,8 @@ class AccountQueries(Protocol):
     def user_fills_by_time(self, user: str, start_ms: int, end_ms: int | None = None) -> list[Fill]: ...
 
     def open_orders(self, user: str) -> list[OpenOrder]: ...
+
+    def user_funding(self, user: str, start_ms: int, end_ms: int | None = None) -> list[FundingPayment]: ...
 
     def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult: ...
 
@@ -68,6 +70,7 @@ class Reconciler:
         if now - self.last_periodic >= RECONCILE_EVERY_S:
             self.last_periodic = now
             self.want("periodic check")
+            self.reconcile_funding()
         if self.due is None or now < self.next_check or self.gate.held(now):
             return
         reason, self.due = self.due, None
@@ -130,6 +133,26 @@ class Reconciler:
             log.info("reconciled %d fill(s) the stream had not delivered", added)
         return True
 
+    def reconcile_funding(self) -> bool:
+        """Journal the funding payments since the newest journaled one (the stream's may be missed)."""
+        if self.paper or self.gate.held(self.clock()):
+            return False
+        since = self.store.last_funding_time_ms()
+        start = since if since is not None else self.now_ms() - FILLS_LOOKBACK_MS
+        try:
+            payments = self.rest.user_funding(self.address, start)
+        except HyperliquidError as exc:
+            self.gate.failed("funding reconciliation", exc)
+            return False
+        self.gate.ok()
+        for payment in payments:
+            self.store.record_funding(payment)
+        return True
+
+    def on_funding(self, payment: StreamFunding) -> None:
+        if self.store.record_funding(payment):
+            log.info("%s funding %s USDC (rate %s on %s)", payment.coin, payment.usdc, payment.rate, payment.szi)
+
     def on_fill(self, fill: StreamFill) -> None:
         """A fill of the account from the stream: journal it once; a fill we did not expect means the
         position changed behind our back, so it triggers a check."""
@@ -166,6 +189,7 @@ class Reconciler:
         if self.connected_once and not self.paper:
             # orderUpdates/userEvents are not replayed on resubscribe: check over REST.
             self.reconcile_fills()
+            self.reconcile_funding()
             self.want("after reconnect")
         self.connected_once = True
 
@@ -185,6 +209,7 @@ class Reconciler:
             return  # reserved cloids stay for a live start to look up: one may be a live exit's
         self.executor.resolve_at_start()
         self.reconcile_fills()
+        self.reconcile_funding()
         if not self.check_positions("start-up"):
             self.want("start-up")  # the loop's timers try again
         self._check_exchange_side_orders({c for pos in orphans.values() for c in pos.protective_cloids})

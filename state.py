@@ -7,7 +7,6 @@ file it does not recognise: a corrupt or foreign database raises `StateError` na
 """
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import json
 import os
@@ -19,7 +18,11 @@ from typing import Any, Iterable, Literal, Mapping
 
 from orders import OrderRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+_FUNDING = """
+CREATE TABLE funding (
+    coin TEXT NOT NULL, time_ms INTEGER NOT NULL, usdc TEXT NOT NULL, szi TEXT NOT NULL, rate TEXT NOT NULL,
+    PRIMARY KEY (coin, time_ms));"""
 _POSITIONS = """
 CREATE TABLE positions (
     coin TEXT PRIMARY KEY, side TEXT NOT NULL, size TEXT NOT NULL, entry_px TEXT NOT NULL,
@@ -36,12 +39,15 @@ CREATE TABLE fills (
     closed_pnl TEXT, paper INTEGER NOT NULL);
 CREATE INDEX fills_time ON fills (time_ms);
 CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-_TABLES = {"positions", "orders", "fills", "kv"}
+""" + _FUNDING
+_TABLES = {"positions", "orders", "fills", "kv", "funding"}
 # Version 1 held one position (one coin): it becomes that coin's row.
 _MIGRATE_1_TO_2 = ("BEGIN;" + _POSITIONS + """
 INSERT INTO positions SELECT coin, side, size, entry_px, high_water, opened_ms, protective_cloids FROM position;
 DROP TABLE position; PRAGMA user_version=2; COMMIT;""")
+# Version 2 had no funding journal.
+_MIGRATE_2_TO_3 = "BEGIN;" + _FUNDING + " PRAGMA user_version=3; COMMIT;"
+_MIGRATIONS = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
 
 
 class StateError(RuntimeError):
@@ -136,9 +142,10 @@ class StateStore:
             except sqlite3.Error as exc:
                 db.close()
                 raise StateError(f"{self.path} is not writable ({exc}); nothing was changed") from exc
-        elif version == 1 and "position" in tables:
+        elif version in _MIGRATIONS and {"orders", "fills", "kv"} <= tables:
             try:
-                db.executescript(_MIGRATE_1_TO_2)
+                for step in range(version, SCHEMA_VERSION):
+                    db.executescript(_MIGRATIONS[step])
             except sqlite3.Error as exc:
                 db.close()
                 raise StateError(f"{self.path}: upgrading the state file failed ({exc}); nothing was changed") from exc
@@ -252,6 +259,20 @@ class StateStore:
             out.append(item)
         return out
 
+    def record_funding(self, *, coin: str, time_ms: int, usdc: Decimal, szi: Decimal, rate: Decimal) -> bool:
+        """Journal a funding payment once (by coin and time: the stream and REST overlap)."""
+        cur = self.db.execute("INSERT OR IGNORE INTO funding VALUES (?, ?, ?, ?, ?)",
+                              (coin, time_ms, str(usdc), str(szi), str(rate)))
+        return cur.rowcount == 1
+
+    def funding(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT coin, time_ms, usdc, szi, rate FROM funding ORDER BY time_ms").fetchall()
+        return [{"coin": r[0], "time_ms": r[1], "usdc": Decimal(r[2]), "szi": Decimal(r[3]), "rate": Decimal(r[4])}
+                for r in rows]
+
+    def last_funding_time_ms(self) -> int | None:
+        return self.db.execute("SELECT MAX(time_ms) FROM funding").fetchone()[0]
+
     def last_fill_time_ms(self) -> int | None:
         return self.db.execute("SELECT MAX(time_ms) FROM fills WHERE paper = 0").fetchone()[0]
 
@@ -263,120 +284,3 @@ class StateStore:
 
     def set(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
-
-
-# ---- the journal report ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RoundTrip:
-    coin: str
-    side: Literal["long", "short"]
-    size: Decimal
-    entry_px: Decimal
-    exit_px: Decimal
-    pnl: Decimal
-    fees: Decimal
-    opened_ms: int
-    closed_ms: int
-
-
-@dataclass(frozen=True)
-class Report:
-    trades: tuple[RoundTrip, ...]   # every coin's, in the order they closed
-    fills: int
-    fees: Decimal
-    open_sizes: Mapping[str, Decimal]  # signed size still open per coin (coins with none left out)
-
-    @property
-    def gross_pnl(self) -> Decimal:
-        return sum((t.pnl for t in self.trades), Decimal(0))
-
-    @property
-    def net_pnl(self) -> Decimal:
-        return self.gross_pnl - self.fees
-
-    @property
-    def win_rate(self) -> float | None:
-        if not self.trades:
-            return None
-        return sum(1 for t in self.trades if t.pnl - t.fees > 0) / len(self.trades)
-
-
-def journal_report(store: StateStore) -> Report:
-    """Round trips rebuilt from the fill journal, coin by coin: a trade opens from flat and closes
-    back to flat."""
-    fills = store.fills()
-    by_coin: dict[str, list[dict[str, Any]]] = {}
-    for f in fills:
-        by_coin.setdefault(str(f["coin"]), []).append(f)
-    trades: list[RoundTrip] = []
-    open_sizes: dict[str, Decimal] = {}
-    for coin, coin_fills in by_coin.items():
-        coin_trades, open_size = _round_trips(coin_fills)
-        trades += coin_trades
-        if open_size:
-            open_sizes[coin] = open_size
-    total_fees = sum((f["fee"] or Decimal(0) for f in fills), Decimal(0))
-    return Report(trades=tuple(sorted(trades, key=lambda t: t.closed_ms)), fills=len(fills), fees=total_fees,
-                  open_sizes=open_sizes)
-
-
-def _round_trips(fills: list[dict[str, Any]]) -> tuple[list[RoundTrip], Decimal]:
-    """One coin's fills, in time order -> its closed round trips and the signed size still open."""
-    trades: list[RoundTrip] = []
-    position = Decimal(0)
-    cost = Decimal(0)      # signed size * price of the open part
-    pnl = fees = exit_value = exit_size = Decimal(0)
-    opened_ms = 0
-    for f in fills:
-        size = f["size"] if f["side"] == "buy" else -f["size"]
-        px, fee = f["px"], f["fee"] or Decimal(0)
-        if position == 0:
-            opened_ms, cost, pnl, fees, exit_value, exit_size = f["time_ms"], Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0)
-        fees += fee
-        if position == 0 or (position > 0) == (size > 0):
-            position += size
-            cost += size * px
-            continue
-        closing = min(abs(size), abs(position))
-        avg = cost / position
-        sign = 1 if position > 0 else -1
-        pnl += (px - avg) * closing * sign
-        exit_value += px * closing
-        exit_size += closing
-        position += sign * -closing
-        cost = avg * position
-        if position == 0:
-            trades.append(RoundTrip(coin=f["coin"], side="long" if sign > 0 else "short", size=exit_size,
-                                    entry_px=avg, exit_px=exit_value / exit_size, pnl=pnl, fees=fees,
-                                    opened_ms=opened_ms, closed_ms=f["time_ms"]))
-            rest = abs(size) - closing
-            if rest > 0:  # the fill flipped the position: the remainder opens a new trade
-                position = rest if size > 0 else -rest
-                cost = position * px
-                opened_ms, pnl, fees, exit_value, exit_size = f["time_ms"], Decimal(0), Decimal(0), Decimal(0), Decimal(0)
-    return trades, position
-
-
-def format_report(report: Report) -> str:
-    """The journal as a person reads it: one row per closed trade, then totals and a row per coin."""
-    lines = [f"fills journaled: {report.fills}    closed trades: {len(report.trades)}"]
-    if report.trades:
-        lines.append(f"{'closed (UTC)':<20} {'coin':<8} {'side':<6} {'size':>10} {'entry':>12} {'exit':>12} "
-                     f"{'pnl':>10} {'fees':>8}")
-        for t in report.trades:
-            when = dt.datetime.fromtimestamp(t.closed_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            lines.append(f"{when:<20} {t.coin:<8} {t.side:<6} {t.size:>10} {t.entry_px:>12.2f} {t.exit_px:>12.2f} "
-                         f"{t.pnl:>10.2f} {t.fees:>8.4f}")
-        rate = report.win_rate
-        lines.append(f"win rate: {rate * 100:.1f}%" if rate is not None else "win rate: n/a")
-        coins = sorted({t.coin for t in report.trades})
-        if len(coins) > 1:
-            for coin in coins:
-                mine = [t for t in report.trades if t.coin == coin]
-                net = sum((t.pnl - t.fees for t in mine), Decimal(0))
-                lines.append(f"  {coin}: {len(mine)} trades, net pnl {net:.2f}")
-    lines.append(f"gross pnl: {report.gross_pnl:.2f}  fees: {report.fees:.4f}  net pnl: {report.net_pnl:.2f}")
-    for coin, size in sorted(report.open_sizes.items()):
-        lines.append(f"open position from fills: {coin} {size}")
-    return "\n".join(lines)

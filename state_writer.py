@@ -74,6 +74,21 @@ class StateWriter:
         self._worked()
         return new
 
+    def record_funding(self, payment: Any) -> bool | None:
+        """Journal a funding payment (`wire.FundingPayment` or `stream_events.Funding`) once; None:
+        not written (the next REST catch-up fetches it again)."""
+        try:
+            new = self.store.record_funding(coin=payment.coin, time_ms=payment.time_ms, usdc=payment.usdc,
+                                            szi=payment.szi, rate=payment.rate)
+        except WRITE_ERRORS as exc:
+            self._failed("journaling a funding payment", exc)
+            return None
+        self._worked()
+        return new
+
+    def last_funding_time_ms(self) -> int | None:
+        return self.store.last_funding_time_ms()
+
     def journal(self, fill: Any) -> bool:
         """Journal a fill fetched over REST (`hyperliquid_rest.Fill`); True when it was new to us."""
         return self.record_fill(tid=fill.dedupe_key, coin=fill.coin, px=fill.px, size=fill.size, side=fill.side,

@@ -97,6 +97,17 @@ class NonUserCancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Funding:
+    """A funding payment from `userEvents`: `usdc` > 0 received, < 0 paid."""
+    coin: str
+    usdc: Decimal
+    szi: Decimal
+    rate: Decimal
+    time_ms: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
     attempt: int
     recv_ns: int
@@ -268,6 +279,10 @@ def parse_frame(text: str, recv_ns: int) -> ParseResult:
                     result.errors.append("bad_fill")
             for item in data.get("nonUserCancel", ()):
                 result.events.append(NonUserCancel(item["coin"], int(item["oid"])))
+            funding = data.get("funding")
+            if funding is not None:  # {"time", "coin", "usdc", "szi", "fundingRate"}
+                result.events.append(Funding(str(funding["coin"]), _amount(funding["usdc"]), _amount(funding["szi"]),
+                                             _amount(funding["fundingRate"]), int(funding["time"]), recv_ns))
         elif channel == "subscriptionResponse":
             result.ack = data
         elif channel == "pong":

@@ -40,7 +40,8 @@ from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from settings import Settings, resolved_view, with_dry_run
 from signing import L1Signer
-from state import InstanceLock, StateError, StateStore, format_report, journal_report
+from report import format_report, journal_report
+from state import InstanceLock, StateError, StateStore
 from state_writer import StateWriter
 from strategies import build_strategy, interval_ms
 from wire import Meta
@@ -94,7 +95,13 @@ def print_report(settings: Settings) -> int:
         print(f"state: {exc}", file=sys.stderr)
         return 2
     try:
-        print(format_report(journal_report(store)))
+        account = store.get("account")
+        print(f"journal: {path}" + (f" (account {account} on {store.get('network')})" if account else ""))
+        print(format_report(journal_report(store), "live trading:"))
+        paper = journal_report(store, paper=True)
+        if paper.fills:
+            print()
+            print(format_report(paper, "paper trading (dry run; fills simulated):"))
     finally:
         store.close()
     return 0
@@ -311,7 +318,8 @@ def _ws_client(settings: Settings, ws_url: str, address: str,
     for coin in settings.coins:
         subs += [{"type": "trades", "coin": coin}, {"type": "bbo", "coin": coin}]
     if not settings.dry_run:
-        subs += [{"type": "userFills", "user": address}, {"type": "orderUpdates", "user": address}]
+        subs += [{"type": "userFills", "user": address}, {"type": "orderUpdates", "user": address},
+                 {"type": "userEvents", "user": address}]
     ws = settings.websocket
     return HyperliquidWebSocketClient(
         ws_url, subs, events, reconnect_interval_s=ws.reconnect_interval, max_backoff_s=ws.max_backoff,

@@ -224,3 +224,24 @@ def parse_agent(raw: Mapping[str, Any]) -> Agent:
     until = raw.get("validUntil")
     return Agent(name=str(raw.get("name") or ""), address=str(raw["address"]),
                  valid_until_ms=int(until) if until is not None else None)
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """A funding payment of the account: `usdc` > 0 received, < 0 paid."""
+    coin: str
+    time_ms: int
+    usdc: Decimal
+    szi: Decimal
+    rate: Decimal
+
+
+def parse_funding(raw: Mapping[str, Any]) -> FundingPayment:
+    """One `userFunding` entry, e.g. (recorded): {"delta": {"coin": "APE", "fundingRate": "-0.00029319",
+    "nSamples": 3, "szi": "40.13333333", "type": "funding", "usdc": "0.145796"}, "hash": "0xe3f4…",
+    "time": 1681948800000}."""
+    delta = raw["delta"]
+    if delta.get("type") != "funding":
+        raise ValueError(f"not a funding entry: {str(delta)[:80]}")
+    return FundingPayment(coin=str(delta["coin"]), time_ms=int(raw["time"]), usdc=Decimal(str(delta["usdc"])),
+                          szi=Decimal(str(delta["szi"])), rate=Decimal(str(delta["fundingRate"])))

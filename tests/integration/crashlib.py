@@ -653,7 +653,8 @@ class CrashRun:
     # ---- the checks ----------------------------------------------------------------------
 
     def check(self) -> CrashReport:
-        from state import StateStore, journal_report
+        from report import journal_report
+        from state import StateStore
         assert self.sim is not None and self.recorder is not None
         s = self.settings
         violations: list[str] = []

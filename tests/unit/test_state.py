@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from orders import TERMINAL, TRANSITIONS, InvalidTransition, OrderRecord
-from state import InstanceLock, SavedPosition, StateError, StateStore, format_report, journal_report
+from report import format_report, journal_report
+from state import InstanceLock, SavedPosition, StateError, StateStore
 
 STATUSES = sorted(TRANSITIONS)
 
@@ -192,7 +193,8 @@ def test_journal_report_round_trips(store: StateStore) -> None:
     for i, (tid, side, size, px) in enumerate(fills):
         store.record_fill(tid=tid, coin="BTC", px=D(px), size=D(size), side=side, time_ms=1000 * (i + 1),
                           oid=None, cloid=None, fee=D("0.01"), closed_pnl=None, paper=True)
-    report = journal_report(store)
+    assert journal_report(store).trades == ()  # paper fills are not in the real report
+    report = journal_report(store, paper=True)
     assert [(t.side, t.size, t.pnl) for t in report.trades] == [("long", D("0.02"), D("0.20")),
                                                                ("short", D("0.01"), D("-0.10"))]
     assert report.fees == D("0.05") and report.net_pnl == D("0.05") and report.win_rate == 0.5
@@ -210,5 +212,10 @@ def test_journal_report_keeps_coins_apart(store: StateStore) -> None:
     report = journal_report(store)
     assert [(t.coin, t.side, t.pnl) for t in report.trades] == [("BTC", "long", D("10")), ("ETH", "short", D("1"))]
     assert report.open_sizes == {"ETH": D("2")}
+    store.record_funding(coin="ETH", time_ms=9000, usdc=D("-0.25"), szi=D("2"), rate=D("0.0001"))
+    report = journal_report(store)
+    assert report.funding == {"ETH": D("-0.25")} and report.net_pnl == D("10.75")
     text = format_report(report)
-    assert "BTC: 1 trades, net pnl 10.00" in text and "open position from fills: ETH 2" in text
+    assert "BTC: 1 trades, net pnl 10.00" in text and "ETH: 1 trades, net pnl 0.75" in text
+    assert "funding ETH: -0.2500" in text and "open position from fills: ETH 2" in text
+    assert "outside the bot" in text  # fills of no order of the bot's
