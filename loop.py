@@ -120,16 +120,25 @@ class TradingLoop:
                 trader.on_trade(event)
         elif kind is stream.Fill:
             self.reconciler.on_fill(event)
+        elif kind is stream.OrderUpdate:
+            self.reconciler.on_order_update(event)
         elif kind is stream.Funding:
             self.reconciler.on_funding(event)
-        elif kind in (stream.L2Book, stream.Bbo, stream.Mids):
+        elif kind is stream.Liquidation:
+            self.reconciler.on_liquidation(event)
+        elif kind is stream.Bbo:
             self._on_market_data()  # the stream is alive; a market is fresh only on its live trades
+            trader = self.traders.get(event.coin)
+            if trader is not None:
+                trader.on_book(event.bid, event.ask)
+        elif kind in (stream.L2Book, stream.Mids):
+            self._on_market_data()
         elif kind is stream.Connected:
             self.reconciler.on_connected()
         elif kind is stream.StreamDown:
             self._enter_fallback(f"WebSocket down after {event.attempts} attempts")
-        # OrderUpdate / Disconnected / StreamRecovered / SubscriptionFailed: the socket thread logged
-        # them; the starvation rule decides the mode from data actually arriving.
+        # Disconnected / StreamRecovered / SubscriptionFailed: the socket thread logged them; the
+        # starvation rule decides the mode from data actually arriving.
 
     def _next_wait(self) -> float:
         wait = MAX_LOOP_WAIT_S

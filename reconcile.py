@@ -20,7 +20,9 @@ from protection import cancel_stale_protective
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from state_writer import StateWriter
-from stream_events import Fill as StreamFill, Funding as StreamFunding
+from orders import InvalidTransition
+from stream_events import Fill as StreamFill, Funding as StreamFunding, Liquidation as StreamLiquidation
+from stream_events import OrderUpdate as StreamOrderUpdate
 from wire import AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
 
 log = logging.getLogger("bot")
@@ -185,6 +187,47 @@ class Reconciler:
                         fill.coin, record.purpose, record.cloid, record.status, fill.side, fill.size, fill.price)
             self.want(f"fill of our {record.purpose} order we had as {record.status}")
 
+    def on_order_update(self, update: StreamOrderUpdate) -> None:
+        """An order of ours changed status on the exchange (`orderUpdates`): the record follows
+        without a REST call. A stop that fired or an order the exchange canceled changes the
+        position or its protection: a position check, and a missing stop is placed again."""
+        if update.cloid is None or update.coin not in self.traders:
+            return
+        if update.cloid in self.executor.unknown:
+            self.want("an order whose result was unknown changed status", at_once=True)  # its lookup settles it
+            return
+        record = self.store.order(update.cloid)
+        if record is None or record.is_terminal or record.purpose not in ("sl", "tp"):
+            return  # entries and exits are IOC: their answer (or lookup) and fills settle them
+        status = update.status
+        try:
+            if status in ("open", "triggered"):
+                changed = record.to("resting", self.now_ms(), oid=update.oid) if record.status != "resting" else None
+            elif status == "filled":
+                changed = None  # its fills say how much, at what price (userFills)
+            else:
+                changed = record.resolved_by_status(status, self.now_ms())
+        except InvalidTransition:
+            return
+        if changed is not None:
+            self.store.save_order(changed)
+        trader = self.traders[update.coin]
+        ours = trader.position is not None and update.cloid in trader.position.protective_cloids
+        if record.purpose in ("sl", "tp") and status == "triggered":
+            log.warning("%s: exchange-side %s %s triggered; checking the position", update.coin, record.purpose,
+                        update.cloid)
+            self.want(f"exchange-side {record.purpose} triggered", at_once=True)
+        elif status not in ("open", "triggered", "filled"):
+            log.warning("%s: the exchange says %s for our %s order %s", update.coin, status, record.purpose,
+                        update.cloid)
+            if ours:
+                trader.protection.schedule_repair()  # a stop the exchange canceled: placed again
+            self.want(f"our {record.purpose} order {status}", at_once=True)
+
+    def on_liquidation(self, event: StreamLiquidation) -> None:
+        log.error("LIQUIDATION on the account: %s; checking every position", event.detail)
+        self.want("liquidation", at_once=True)
+
     def on_connected(self) -> None:
         if self.connected_once and not self.paper:
             # orderUpdates/userEvents are not replayed on resubscribe: check over REST.
@@ -209,10 +252,10 @@ class Reconciler:
             return  # reserved cloids stay for a live start to look up: one may be a live exit's
         self.executor.resolve_at_start()
         self.reconcile_fills()
-        self.reconcile_funding()
         if not self.check_positions("start-up"):
             self.want("start-up")  # the loop's timers try again
         self._check_exchange_side_orders({c for pos in orphans.values() for c in pos.protective_cloids})
+        self.reconcile_funding()  # the journal's, last: nothing in the positions' safety waits on it
         # One line marking the end of start-up reconciliation (the crash test times stop cover by it).
         log.info("start-up reconciliation done: %s", self._summary())
 

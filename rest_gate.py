@@ -37,11 +37,13 @@ class InfoGate:
 
     def failed(self, what: str, exc: HyperliquidError) -> None:
         """Log the failure (once a minute per kind) and pause `/info` calls."""
-        self.failures += 1
         if isinstance(exc, RateLimited):
             hold_s = min(exc.retry_after_s, HOLD_429_MAX_S)
-        else:
+        elif exc.retryable:
+            self.failures += 1
             hold_s = min(HOLD_FAIL_BASE_S * 2 ** (self.failures - 1), HOLD_FAIL_MAX_S)
+        else:  # the exchange refused this query (4xx): other queries are not the worse for it
+            hold_s = 0.0
         self.hold_until = max(self.hold_until, self.clock() + hold_s)
         suppressed = self._quiet.allow(f"rest:{what}")
         if suppressed is not None:

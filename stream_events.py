@@ -97,6 +97,13 @@ class NonUserCancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Liquidation:
+    """The account was liquidated (`userEvents`): `detail` is the exchange's object, for the log."""
+    detail: str
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Funding:
     """A funding payment from `userEvents`: `usdc` > 0 received, < 0 paid."""
     coin: str
@@ -279,6 +286,9 @@ def parse_frame(text: str, recv_ns: int) -> ParseResult:
                     result.errors.append("bad_fill")
             for item in data.get("nonUserCancel", ()):
                 result.events.append(NonUserCancel(item["coin"], int(item["oid"])))
+            liquidation = data.get("liquidation")
+            if liquidation is not None:  # {"lid", "liquidator", "liquidated_user", "liquidated_ntl_pos", ...}
+                result.events.append(Liquidation(json.dumps(liquidation, sort_keys=True)[:300], recv_ns))
             funding = data.get("funding")
             if funding is not None:  # {"time", "coin", "usdc", "szi", "fundingRate"}
                 result.events.append(Funding(str(funding["coin"]), _amount(funding["usdc"]), _amount(funding["szi"]),

@@ -319,14 +319,14 @@ class WebSocketEndpoint:
 
     async def user_events(self, user: str, fills: list[dict], updates: list[dict]) -> None:
         addr = user.lower()  # subscription keys hold the address in lower case (see subscription_key)
+        if updates:  # in causal order: a stop triggers, then it fills
+            await self.broadcast({"type": "orderUpdates", "user": addr},
+                                 json.dumps({"channel": "orderUpdates", "data": updates}))
         if fills:
             await self.broadcast({"type": "userFills", "user": addr}, json.dumps(
                 {"channel": "userFills", "data": {"user": addr, "fills": fills}}))
             await self.broadcast({"type": "userEvents", "user": addr},
                                  json.dumps({"channel": "user", "data": {"fills": fills}}))
-        if updates:
-            await self.broadcast({"type": "orderUpdates", "user": addr},
-                                 json.dumps({"channel": "orderUpdates", "data": updates}))
 
     async def push_books(self) -> None:
         """One l2Book round: a full snapshot to each subscription whose book changed since it

@@ -257,3 +257,35 @@ def test_process_sigterm_exits_0_quickly_and_second_instance_exits_0(sim: SimSer
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_an_exit_is_priced_from_the_book_when_the_last_trade_is_stale(sim: SimServer, tmp_path: Path) -> None:
+    import stream_events as ev
+    h = make_bot(sim, tmp_path)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        # The book has fallen to 49000 while the last print (the stop's trigger) still reads 49400.
+        h.bot.handle(ev.Bbo("BTC", D("49000"), D("49010"), 1, 0))
+        h.bot.handle(ev.Trade("BTC", D("49400"), D("0.001"), "sell", 4 * 10**12, 10**12, 0))  # a later trade than any the sim printed
+        exit_order = orders_sent(sim)[-1]["action"]["orders"][0]
+        assert exit_order["r"] is True and D(exit_order["p"]) == D("48755")  # the bid less the 0.5 % cap
+        assert h.trader.position is None  # filled within the cap
+        h.bot.publish_health()
+        market = h.bot.health_snapshot()["markets"]["BTC"]
+        assert (market["bid"], market["ask"]) == (49000.0, 49010.0) and market["spread_bps"] == 2.04
+    finally:
+        h.close()
+
+
+def test_without_a_fresh_book_the_exit_is_priced_from_the_last_trade(sim: SimServer, tmp_path: Path) -> None:
+    import stream_events as ev
+    h = make_bot(sim, tmp_path, websocket={"enabled": True})
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        h.trader.bid, h.trader.book_at = D("49000"), h.bot.clock() - 60  # a minute old: not a price
+        h.bot.handle(ev.Trade("BTC", D("49400"), D("0.001"), "sell", 4 * 10**12, 10**12, 0))  # a later trade than any the sim printed
+        assert D(orders_sent(sim)[-1]["action"]["orders"][0]["p"]) == D("49153")  # 49400 less 0.5 %
+    finally:
+        h.close()
