@@ -3,7 +3,8 @@
 Owns: the loopback-only check, the op dispatch (`{"op": NAME, ...args}` calls `op_NAME(**args)`),
 and the ops: prices (set_price, move_price), benchmark trades (emit_trades, emitted), the feed
 (pause_feed, resume_feed), faults (drop_connections, silence, unsilence, refuse_connections,
-send_malformed, info_429), accounts (create_vault) and reads (exchange_log, account, stats).
+send_malformed, info_429), accounts (create_vault, pay_funding) and reads (exchange_log, account,
+stats). An op refusing its arguments (ValueError) is answered 400 with the reason.
 Must not: answer from anywhere but loopback, or hold exchange rules or WebSocket bookkeeping:
 it acts through the feed, the WebSocket endpoint and the shared state.
 """
@@ -18,6 +19,7 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
+from . import funding
 from .feed import PriceFeed
 from .state import SimState, now_ms
 from .ws import WebSocketEndpoint, subscription_key
@@ -61,7 +63,10 @@ class ControlOps:
             fn = getattr(self, "op_" + op)
         except (ValueError, KeyError, AttributeError):
             return web.Response(status=400, text="unknown control op")
-        return web.json_response(await fn(**body))
+        try:
+            return web.json_response(await fn(**body))
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
 
     # ---- prices ----
 
@@ -164,6 +169,20 @@ class ControlOps:
         """A vault led by `leader` (an address), funded as the faucet funds an account; L1 actions
         with `vaultAddress` set to it act for it when the leader or one of its agents signs."""
         return {"vault": self._state.create_vault(leader), "leader": self._state.faucet(leader)}
+
+    async def op_pay_funding(self, coin: str, rate: Any) -> dict[str, Any]:
+        """One funding round of `coin` at `rate` (e.g. "0.0001") and the current mark price: every
+        account and vault with a position pays (long, positive rate) or receives usdc = -szi * markPx
+        * rate, recorded for `userFunding` and pushed to its `userEvents` subscribers (funding.py).
+        Answers the payments made, each with the account (`user`, lower case)."""
+        engine = self._state.engine
+        value = funding.parse_rate(coin, rate, engine)
+        mark = engine.prices[coin]
+        paid = funding.settle(engine, coin, value, now_ms())
+        for user, payment in paid:
+            await self._ws.funding_event(user, funding.user_event(payment))
+        return {"coin": coin, "fundingRate": funding.wire_decimal(value), "markPx": str(mark),
+                "payments": [{"user": user.lower(), **payment} for user, payment in paid]}
 
     # ---- reads ----
 

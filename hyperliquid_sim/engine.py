@@ -67,6 +67,7 @@ class Account:
     positions: dict[str, list[Decimal]] = field(default_factory=dict)  # coin -> [szi, entry_px]
     leverage: dict[str, tuple[int, bool]] = field(default_factory=dict)
     fills: list[dict[str, Any]] = field(default_factory=list)
+    fundings: list[dict[str, Any]] = field(default_factory=list)  # `userFunding` entries, oldest first (funding.py)
 
 
 @dataclass(frozen=True)

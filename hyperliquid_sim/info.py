@@ -2,7 +2,8 @@
 
 Owns: the answer shapes of meta, spotMeta, perpDexs, allMids, metaAndAssetCtxs, l2Book,
 candleSnapshot, clearinghouseState, openOrders, frontendOpenOrders, userFills, userFillsByTime,
-orderStatus and extraAgents (from agents.py); the 422 for a body it cannot read, and the 429 window `/control` opens.
+userFunding (funding.py), orderStatus and extraAgents (from agents.py); the 422 for a body it
+cannot read, and the 429 window `/control` opens.
 Must not: change the engine beyond creating the account a user query names (the faucet), or
 push anything on the WebSocket.
 """
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import wire
+from . import funding, wire
 from .engine import Engine, Order
 from .state import SimState, now_ms
 
@@ -143,11 +144,17 @@ def user_fills_by_time(engine: Engine, user: str, body: dict[str, Any]) -> list[
     return [f for f in engine.account(user).fills if start <= f["time"] <= end][:2000]
 
 
+def user_funding(engine: Engine, user: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    start, end = int(body["startTime"]), int(body.get("endTime") or now_ms())
+    return funding.in_window(engine.account(user).fundings, start, end)
+
+
 USER_QUERIES: dict[str, Callable[[Engine, str, dict[str, Any]], Any]] = {
     "clearinghouseState": clearinghouse_state,
     "openOrders": open_orders,
     "frontendOpenOrders": frontend_open_orders,
     "userFills": user_fills,
     "userFillsByTime": user_fills_by_time,
+    "userFunding": user_funding,
     "orderStatus": lambda engine, user, body: engine.order_status(user, body["oid"]),
 }

@@ -166,6 +166,10 @@ class SimServer:
     def create_vault(self, leader: str) -> dict[str, Any]:
         return self._run(self._control.op_create_vault(leader))
 
+    def pay_funding(self, coin: str, rate: Any) -> dict[str, Any]:
+        """ValueError for an unknown coin or a rate that is no finite number."""
+        return self._run(self._control.op_pay_funding(coin, rate))
+
     def exchange_log(self) -> list[dict[str, Any]]:
         return self._run(self._control.op_exchange_log())
 

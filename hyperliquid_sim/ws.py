@@ -4,7 +4,8 @@ Owns: the live connections, the exchange's per-IP limits (connections, subscript
 messages per minute) with its error texts, subscribe/unsubscribe with acks and "Already
 subscribed" errors, the snapshots sent right after a subscribe (recent trades, l2Book, the current
 candle, userFills with `isSnapshot`), sending frames to the subscribers of a channel (user events
-included), l2Book pushes only when the book changed, ping/pong and the idle close. It honours the
+included: fills, and funding payments as funding.py shapes them), l2Book pushes only when the
+book changed, ping/pong and the idle close. It honours the
 silence and refusal windows of `state.faults`.
 Must not: make prices or trades (feed.py does), answer REST, or change the engine other than
 creating the account a user subscription names (the faucet).
@@ -327,6 +328,12 @@ class WebSocketEndpoint:
                 {"channel": "userFills", "data": {"user": addr, "fills": fills}}))
             await self.broadcast({"type": "userEvents", "user": addr},
                                  json.dumps({"channel": "user", "data": {"fills": fills}}))
+
+    async def funding_event(self, user: str, event: dict[str, Any]) -> None:
+        """One funding payment (funding.user_event) to the user's userEvents subscribers; the
+        exchange names that channel `user`, as it does for fills."""
+        addr = user.lower()
+        await self.broadcast({"type": "userEvents", "user": addr}, json.dumps({"channel": "user", "data": event}))
 
     async def push_books(self) -> None:
         """One l2Book round: a full snapshot to each subscription whose book changed since it
