@@ -1,6 +1,6 @@
 """The long crash test: `.venv/bin/python bench/crash.py --kills 200 [--seed N] [--keep DIR]`.
 
-Same harness and checks as tests/integration/test_crash.py (tests/integration/crashlib.py), many
+Same harness and checks as tests/integration/test_crash.py (harness/crash.py), many
 more kills, about a third of them (--fault-share) with bad answers to some orders (502, reset,
 dribble) from a fault proxy. Prints a progress line per run and a summary (with the faulted runs
 and the bad answers injected, per kind); exits 1 if any check failed. Logs, configs and the bot's
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.crashlib import CrashSettings, crash_session  # noqa: E402
+from harness.crash import CrashSettings, crash_session  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Per-frame cost of HyperliquidWebSocketClient: N trade frames through its frame handling.
 
-The fake exchange of tests/integration/fake_ws.py runs in a child process (so it takes no GIL from
+The fake exchange of harness/fake_ws.py runs in a child process (so it takes no GIL from
 the client), sends N one-trade `trades` frames as fast as it can, and the main thread drains the
 client's queue as the bot would. Figures per burst: the socket thread's CPU time per frame (its
 own clock, `pthread_getcpuclockid`) and frames/s from the burst request to the last Trade on the
@@ -30,7 +30,7 @@ NAME = "bench-ws"
 def serve(conn: Any) -> None:
     """Child process: a FakeExchange answering ("burst", n) with n trade frames, then "done"."""
     sys.path.insert(0, str(HERE))
-    from tests.integration.fake_ws import FakeExchange
+    from harness.fake_ws import FakeExchange
 
     server = FakeExchange().start()
     conn.send(server.url)

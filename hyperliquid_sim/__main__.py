@@ -15,6 +15,11 @@ from decimal import Decimal
 from .server import SimConfig, SimServer
 
 
+def test_coins(count: int) -> dict[str, tuple[int, int, Decimal]]:
+    """`--extra-coins N`: TEST1..TESTN, each (szDecimals 2, maxLeverage 20, start price 100)."""
+    return {f"TEST{i}": (2, 20, Decimal(100)) for i in range(1, count + 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m hyperliquid_sim", description="local Hyperliquid simulator")
     p.add_argument("--host", default="127.0.0.1")
@@ -24,6 +29,8 @@ def main() -> None:
     p.add_argument("--trade-rate", type=float, default=5.0, help="random-walk trades per second (0: none)")
     p.add_argument("--volatility", type=float, default=0.0005, help="per-trade relative sigma")
     p.add_argument("--initial-usdc", type=Decimal, default=Decimal("10000"))
+    p.add_argument("--extra-coins", type=int, default=0, metavar="N",
+                   help="N test coins TEST1..TESTN after BTC ETH SOL (szDecimals 2, maxLeverage 20, price 100)")
     p.add_argument("--replay", metavar="FILE", help='JSONL trades {"coin","px","sz","side","time"} to replay '
                                                     "instead of the random walk")
     p.add_argument("--replay-speed", type=float, default=1.0, help="2 replays twice as fast (default 1)")
@@ -34,6 +41,7 @@ def main() -> None:
     sim = SimServer(SimConfig(host=args.host, port=args.port, seed=args.seed, chain=args.chain,
                               trade_rate_hz=args.trade_rate, volatility=args.volatility,
                               initial_usdc=args.initial_usdc, replay_path=args.replay,
+                              extra_coins=test_coins(args.extra_coins),
                               replay_speed=args.replay_speed))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

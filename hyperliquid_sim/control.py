@@ -84,48 +84,52 @@ class ControlOps:
 
     # ---- benchmark trades ----
 
-    async def op_emit_trades(self, coin: str, count: int, rate_hz: float | None = None,
+    async def op_emit_trades(self, coin: str | list[str], count: int, rate_hz: float | None = None,
                              px: Any = None, delay_s: float = 0.0) -> dict[str, Any]:
-        """Send `count` trades at `px` (default: the current price), as fast as possible or at
-        `rate_hz`. Each send time (monotonic ns, taken just before the frame goes out) is returned
-        with its tid. With `delay_s` the call returns at once with the tids and the trades go out
-        later: a benchmark's answer then does not land while the client is busy with the trade;
-        `emitted` gives the send times afterwards."""
+        """Send `count` trades at `px` (default: the coin's current price), as fast as possible or
+        at `rate_hz`; `coin` a list: the trades go to its coins in turn, `rate_hz` in total. Each
+        send time (monotonic ns, taken just before the frame goes out) is returned with its tid.
+        With `delay_s` the call returns at once with the tids and the trades go out later: a
+        benchmark's answer then does not land while the client is busy with the trade; `emitted`
+        gives the send times afterwards."""
         engine = self._state.engine
-        price = Decimal(str(px)) if px is not None else engine.prices[coin]
+        coins = [coin] if isinstance(coin, str) else list(coin)
+        prices = {c: Decimal(str(px)) if px is not None else engine.prices[c] for c in coins}
         tids = [engine.next_tid() for _ in range(count)]
         if delay_s > 0:
             async def later() -> None:
                 await asyncio.sleep(delay_s)
-                for tid, ns in zip(tids, await self._emit(coin, tids, rate_hz, price)):
+                for tid, ns in zip(tids, await self._emit(coins, tids, rate_hz, prices)):
                     self._emitted[tid] = ns
                 while len(self._emitted) > EMITTED_KEPT:
                     self._emitted.pop(next(iter(self._emitted)))
             asyncio.ensure_future(later())
             return {"scheduled": count, "tids": tids}
-        return {"sent": count, "send_ns": await self._emit(coin, tids, rate_hz, price), "tids": tids}
+        return {"sent": count, "send_ns": await self._emit(coins, tids, rate_hz, prices), "tids": tids}
 
     async def op_emitted(self, tids: list[int]) -> dict[str, Any]:
         return {"send_ns": [self._emitted.get(int(t)) for t in tids]}
 
-    async def _emit(self, coin: str, tids: list[int], rate_hz: float | None, price: Decimal) -> list[int]:
-        """Trades straight to the subscribers, bypassing the engine (no fills, no history); the
-        price is set once at the end."""
+    async def _emit(self, coins: list[str], tids: list[int], rate_hz: float | None,
+                    prices: dict[str, Decimal]) -> list[int]:
+        """Trades straight to the subscribers, bypassing the engine (no fills, no history), the
+        i-th to coins[i % len(coins)]; the prices are set once at the end."""
         send_ns = []
-        key = subscription_key({"type": "trades", "coin": coin})
+        keys = [subscription_key({"type": "trades", "coin": c}) for c in coins]
         started = time.monotonic()
         for i, tid in enumerate(tids):
+            coin = coins[i % len(coins)]
             text = ('{"channel":"trades","data":[{"coin":"%s","side":"B","px":"%s","sz":"0.01","hash":"0x0",'
-                    '"time":%d,"tid":%d,"users":[]}]}' % (coin, price, now_ms(), tid))
+                    '"time":%d,"tid":%d,"users":[]}]}' % (coin, prices[coin], now_ms(), tid))
             send_ns.append(time.monotonic_ns())
-            await self._ws.send_fast(key, text)
+            await self._ws.send_fast(keys[i % len(coins)], text)
             if rate_hz:
                 delay = started + (i + 1) / rate_hz - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
             elif i % 256 == 255:
                 await asyncio.sleep(0)
-        self._state.engine.prices[coin] = price
+        self._state.engine.prices.update(prices)
         return send_ns
 
     # ---- the feed and faults ----

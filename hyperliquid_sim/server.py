@@ -132,7 +132,7 @@ class SimServer:
     def move_price(self, coin: str, path: Iterable[Any], interval_s: float = 0.05) -> dict[str, Any]:
         return self._run(self._control.op_move_price(coin, list(path), interval_s))
 
-    def emit_trades(self, coin: str, count: int, rate_hz: float | None = None, px: Any = None,
+    def emit_trades(self, coin: str | list[str], count: int, rate_hz: float | None = None, px: Any = None,
                     delay_s: float = 0.0) -> dict[str, Any]:
         return self._run(self._control.op_emit_trades(coin, count, rate_hz, px, delay_s))
 

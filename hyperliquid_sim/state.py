@@ -32,6 +32,8 @@ class SimConfig:
     seed: int = 1
     chain: str = "testnet"
     coins: tuple[str, ...] = ("BTC", "ETH", "SOL")
+    # test coins after `coins` (benchmarks of many markets): name -> (szDecimals, maxLeverage, start price)
+    extra_coins: dict[str, tuple[int, int, Decimal]] = field(default_factory=dict)
     start_prices: dict[str, Any] | None = None
     trade_rate_hz: float = 5.0
     volatility: float = 0.0005
@@ -49,8 +51,9 @@ class SimConfig:
 
 
 def make_engine(config: SimConfig, replay_prices: dict[str, Decimal]) -> Engine:
-    """An engine for the configured coins; a replay's first prices override the start prices."""
+    """An engine for the configured and the extra coins; a replay's first prices override the start prices."""
     coins = {c: DEFAULT_COINS[c] for c in config.coins}
+    coins.update(config.extra_coins)
     prices = {k: Decimal(str(v)) for k, v in (config.start_prices or {}).items()}
     prices.update(replay_prices)  # the candle warm-up history should end where the recording starts
     return Engine(config.seed, coins, prices, config.volatility, Decimal(str(config.initial_usdc)))

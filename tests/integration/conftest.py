@@ -3,9 +3,22 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+from hyperliquid_sim import SimConfig, SimServer
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    """The simulator in this process on a free loopback port: no random walk, BTC at 50000."""
+    server = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": Decimal("50000")}))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

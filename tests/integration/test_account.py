@@ -21,7 +21,8 @@ import trading_bot
 from config_load import load_settings, settings_from_dict
 from hyperliquid_sim import SimServer
 from state import StateStore
-from tests.integration.test_bot import make_bot, sim, wait_until  # noqa: F401 (sim: fixture)
+from harness.bot import make_bot
+from harness.waiting import wait_until
 
 
 def test_a_position_in_another_coin_is_reported_and_left_alone(

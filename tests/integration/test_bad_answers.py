@@ -1,5 +1,5 @@
 """The money path under a misbehaving exchange: the real bot, the real simulator, and a
-fault-injecting proxy between them (tests/faultproxy.py) that mangles the answers after the
+fault-injecting proxy between them (harness/faultproxy.py) that mangles the answers after the
 simulator has executed the action. The WebSocket goes to the simulator directly.
 
 Each test is one failure seen in the field (issue 13): an entry executed behind a 502 or garbage
@@ -23,8 +23,9 @@ import protection
 import stream_events as stream
 import trading_bot
 from hyperliquid_sim import SimServer
-from tests.faultproxy import Fault, FaultProxy
-from tests.integration.test_bot import Harness, make_bot, orders_sent, sim, wait_until  # noqa: F401 (sim: fixture)
+from harness.faultproxy import Fault, FaultProxy
+from harness.bot import Harness, make_bot, orders_sent
+from harness.waiting import wait_until
 
 # Short deadlines and expiry so that a test settles an unknown order in about two seconds.
 FAST_API = {"exchange_timeout_s": 1.0, "info_timeout_s": 1.0, "order_expires_after_s": 1.0}

@@ -4,88 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from decimal import Decimal as D
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import stream_events as ev
-from config_load import settings_from_dict
-from hyperliquid_sim import SimConfig, SimServer
-from state import StateStore
-from loop import TradingLoop
-from market import MarketTrader
-from trading_bot import build_bot
-from tests.waiting import wait_until  # noqa: F401 - also imported from here by other tests
+from harness.bot import make_bot, orders_sent
+from harness.waiting import wait_until
+from hyperliquid_sim import SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def sim():
-    server = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": D("50000")}))
-    server.start()
-    yield server
-    server.stop()
-
-
-class Harness:
-    def __init__(self, bot: TradingLoop, cleanup: list, store: StateStore) -> None:
-        self.bot, self.cleanup, self.store = bot, cleanup, store
-
-    @property
-    def trader(self) -> MarketTrader:
-        """The BTC market (the tests' one symbol)."""
-        return self.bot.traders["BTC"]
-
-    def step(self) -> None:
-        self.bot.step(timeout_s=0.02)
-
-    def close(self) -> None:
-        for fn in reversed(self.cleanup):
-            fn()
-        self.store.close()
-
-
-def make_bot(sim: SimServer, tmp_path: Path, key: bytes | None = None, **over: Any) -> Harness:
-    doc: dict[str, Any] = {
-        "network": "local", "dry_run": False, "symbol": "BTC",
-        "api": {"rest_url": sim.rest_url},
-        "websocket": {"enabled": True, "reconnect_interval": 0.1, "max_backoff": 0.5, "stale_after": 1.0,
-                      "fallback_poll_interval": 0.1, "data_timeout": 2.0, "ping_interval": 1.0,
-                      "pong_timeout": 1.0, "subscribe_timeout": 1.0},
-        "trading": {"stop_loss_pct": 1.0, "take_profit_pct": 5.0, "trailing_stop_pct": 0.5,
-                    "order_size_usd": 200, "leverage": 3, "slippage_pct": 0.5, "exits_on_exchange": False},
-        "strategy": {"name": "always_long"},
-        "health": {"enabled": False},
-        "state": {"path": str(tmp_path / "bot.db")},
-    }
-    for section, values in over.items():
-        if values is None:
-            doc.pop(section, None)  # e.g. symbol=None with markets=
-        elif isinstance(values, dict) and section != "markets":
-            doc.setdefault(section, {}).update(values)
-        else:
-            doc[section] = values
-    settings = settings_from_dict(doc)
-    store = StateStore(settings.state.path)
-    store.open()
-    cleanup: list = []
-    bot = build_bot(settings, key or os.urandom(32), store, threading.Event(), cleanup)
-    if bot.ws is not None:
-        bot.ws.start()
-    return Harness(bot, cleanup, store)
-
-
-def orders_sent(sim: SimServer) -> list[dict]:
-    return [e for e in sim.exchange_log() if e["action"].get("type") == "order"]
 
 
 def test_long_entry_trailing_follows_then_exit_on_reversal(sim: SimServer, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ import market
 import stream_events
 from hyperliquid_sim import SimServer
 from rest_errors import NetworkError, OrderStatusUnknown
-from tests.integration.test_bot import Harness, make_bot, orders_sent, sim, wait_until  # noqa: F401 (sim: fixture)
+from harness.bot import Harness, make_bot, orders_sent
+from harness.waiting import wait_until
 
 EXCHANGE_EXITS = {"trading": {"exits_on_exchange": True}}
 

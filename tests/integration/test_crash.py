@@ -6,13 +6,13 @@ key, so every run trades the same account. Each run is killed at a seeded moment
 the answer), or a few ms after it (between an entry fill and its stop, before the position is
 saved). A final run reconciles and is stopped with SIGTERM.
 
-Some runs also get bad answers: their REST traffic goes through tests/faultproxy.py, which lets
+Some runs also get bad answers: their REST traffic goes through harness/faultproxy.py, which lets
 each order reach the simulator (it executes) and then answers some of the run's orders with a
 502, a reset connection, or the real answer dribbled a byte every 50 ms (cut off by the bot's
 1 s total deadline). A fixed tour (runs 6-8) covers each kind on the run's first order, then
 about a third of the runs get one by the seeded RNG.
 
-What passing proves (each check is spelled out in tests/integration/crashlib.py):
+What passing proves (each check is spelled out in harness/crash.py):
 (a) the journal holds every fill the exchange booked for the account exactly once, and nothing else;
 (b) no cloid was accepted twice and no entry was sent on top of an open position;
 (c) the exchange's final position equals the bot's saved one and the journal's, and the only resting
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.crashlib import FAULT_KINDS, CrashSettings, crash_session
+from harness.crash import FAULT_KINDS, CrashSettings, crash_session
 
 
 def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_no_naked_position(

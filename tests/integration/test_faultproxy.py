@@ -1,4 +1,4 @@
-"""The fault proxy (tests/faultproxy.py) between plain HTTP clients and the real simulator.
+"""The fault proxy (harness/faultproxy.py) between plain HTTP clients and the real simulator.
 
 Each fault is checked from both ends: what the client sees (status, garbage, reset, EOF, a slow
 or absent answer) and what the simulator did (the order executed, or the request never reached
@@ -21,8 +21,8 @@ import requests
 
 from hyperliquid_sim import SimConfig, SimServer
 from signing import L1Signer, NonceClock
-from tests.faultproxy import Fault, FaultProxy
-from tests.waiting import wait_until
+from harness.faultproxy import Fault, FaultProxy
+from harness.waiting import wait_until
 
 BTC = 0  # asset id in the simulator's universe
 NONCES = NonceClock()

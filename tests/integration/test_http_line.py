@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from http_line import HttpLine, LineError, RequestsLine
-from tests.waiting import wait_until
+from harness.waiting import wait_until
 
 OK = {"status": "ok", "response": {"type": "cancel", "data": {"statuses": ["success"]}}}
 DRIBBLE_S = 0.3  # the dribbling server's pause between bytes

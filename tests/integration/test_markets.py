@@ -13,8 +13,9 @@ import pytest
 import health
 import stream_events as stream
 from hyperliquid_sim import SimConfig, SimServer
-from tests.faultproxy import Fault, FaultProxy
-from tests.integration.test_bot import Harness, make_bot, orders_sent, wait_until
+from harness.bot import Harness, make_bot, orders_sent
+from harness.faultproxy import Fault, FaultProxy
+from harness.waiting import wait_until
 
 START = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150")}
 THREE = {"BTC": {}, "ETH": {"trading": {"order_size_usd": 60}}, "SOL": {"trading": {"order_size_usd": 40}}}

@@ -397,6 +397,22 @@ def test_replay_file_errors_name_the_line_and_the_sample_parses(tmp_path: Path) 
     assert len(sample) >= 10 and {t.coin for t in sample} == {"BTC", "ETH"}
 
 
+# ---- benchmark trades over several coins -------------------------------------------------------
+
+def test_extra_coins_are_listed_and_emitted_trades_go_to_the_coins_in_turn(make_sim, connect) -> None:
+    sim = make_sim(extra_coins={"TEST1": (2, 20, D("100"))})
+    meta = requests.post(sim.rest_url + "/info", json={"type": "meta"}, timeout=5).json()
+    assert [a["name"] for a in meta["universe"]] == ["BTC", "ETH", "SOL", "TEST1"]
+    assert meta["universe"][3] == {"name": "TEST1", "szDecimals": 2, "maxLeverage": 20}
+    sock = connect(sim)
+    for coin in ("BTC", "TEST1"):
+        sock.subscribe({"type": "trades", "coin": coin})
+    tids = set(sim.emit_trades(["BTC", "TEST1"], 4)["tids"])
+    got = [sock.wait_for(lambda f: f["channel"] == "trades" and f["data"][0]["tid"] in tids, "an emitted trade")
+           for _ in range(4)]
+    assert [(f["data"][0]["coin"], f["data"][0]["px"]) for f in got] == [("BTC", "50000"), ("TEST1", "100")] * 2
+
+
 # ---- /exchange: expiresAfter -----------------------------------------------------------------
 
 def _funded_signer(sim: SimServer) -> L1Signer:

@@ -12,7 +12,7 @@ import pytest
 
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from stream_events import Connected, Disconnected, Fill, StreamDown, StreamRecovered, SubscriptionFailed, Trade
-from tests.integration.fake_ws import FakeExchange
+from harness.fake_ws import FakeExchange
 
 SUBS = [{"type": "bbo", "coin": "BTC"}, {"type": "trades", "coin": "BTC"}, {"type": "userFills", "user": "0x" + "1" * 40}]
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pytest
 
 from hyperliquid_rest import HyperliquidRestClient
-from hyperliquid_sim import SimConfig, SimServer
+from hyperliquid_sim import SimServer
 from hyperliquid_websocket import HyperliquidWebSocketClient, _RECV_POLL_S
 from signing import L1Signer
 from stream_events import (Bbo, Connected, Disconnected, Fill, Mids, OrderUpdate, StreamDown, StreamRecovered,
@@ -107,14 +107,6 @@ def is_(kind: type) -> Callable[[Any], bool]:
 
 def trade_tid(tid: int) -> Callable[[Any], bool]:
     return lambda e: type(e) is Trade and e.tid == tid
-
-
-@pytest.fixture
-def sim() -> Iterator[SimServer]:
-    server = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": D("50000")}))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

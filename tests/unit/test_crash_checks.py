@@ -1,4 +1,4 @@
-"""The crash test's checks bite: each pure check of tests/integration/crashlib.py on small cases,
+"""The crash test's checks bite: each pure check of harness/crash.py on small cases,
 clean and broken, and the recorder's idea of "covered by a stop" on the simulator's engine."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hyperliquid_sim import SimConfig, SimServer
-from tests.integration.crashlib import (ExchangeRecorder, RunRecord, accepted_cloids, cover_violations,
+from harness.crash import (ExchangeRecorder, RunRecord, accepted_cloids, cover_violations,
                                         journal_violations, order_violations)
 
 S = 1_000_000_000  # ns per second

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from health import render, render_metrics
 from health_server import HealthServer
-from tests.waiting import wait_until
+from harness.waiting import wait_until
 
 NOW_S = 1000.0
 

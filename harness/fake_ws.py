@@ -1,4 +1,5 @@
-"""A small Hyperliquid-shaped WebSocket server on 127.0.0.1 (aiohttp), for client fault tests.
+"""A small Hyperliquid-shaped WebSocket server on 127.0.0.1 (aiohttp), for client fault tests and
+bench/ws_frames.py.
 
 It acks subscriptions, answers pings, pushes frames on demand, and can drop every connection,
 go silent (no data, no pong), refuse upgrades with 503, or withhold acks; with an SSL context it

@@ -70,13 +70,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from harness.faultproxy import Fault, FaultProxy
+from hyperliquid_sim import SimConfig, SimServer
+from signing import L1Signer
 
-from hyperliquid_sim import SimConfig, SimServer  # noqa: E402
-from signing import L1Signer  # noqa: E402
-from tests.faultproxy import Fault, FaultProxy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 KEY_ENV = "HLBOT_CRASH_TEST_KEY"
 TEST_KEY = "0x" + "c0ffee00" * 8  # a fixed throwaway key: the account must survive restarts
