@@ -25,7 +25,7 @@ from hyperliquid.info import Info
 
 from hyperliquid_sim import SimConfig, SimServer
 from tests.conformance.test_sim_shapes import missing
-from tests.waiting import wait_until
+from harness.waiting import wait_until
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rest"
 RECORDINGS = ["sdk_cassette_test_user_funding_history_with_end_time.json",

@@ -17,7 +17,7 @@ from hyperliquid_rest import HyperliquidError, HyperliquidRestClient
 from hyperliquid_sim import SimServer
 from signing import L1Signer
 from tests.integration.test_sim import Socket, make_sim  # noqa: F401 (make_sim: fixture)
-from tests.waiting import wait_until
+from harness.waiting import wait_until
 
 ZERO_HASH = "0x" + "0" * 64
 
