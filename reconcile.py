@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, TypeVar
 
 from execution import OrderExecutor
 from market import MarketTrader
@@ -26,6 +26,7 @@ from stream_events import OrderUpdate as StreamOrderUpdate
 from wire import AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
 
 log = logging.getLogger("bot")
+T = TypeVar("T")
 
 RECONCILE_EVERY_S = 60.0        # periodic check of the positions against the exchange
 CHECK_SPACING_S = 1.0           # checks asked for by events run at most this often
@@ -118,38 +119,37 @@ class Reconciler:
 
     # ---- fills -----------------------------------------------------------------------------
 
-    def reconcile_fills(self) -> bool:
-        """Journal the fills the stream may have missed (since the newest journaled one)."""
+    def _since_last(self, what: str, last_ms: int | None, fetch: Callable[[str, int], list[T]]) -> list[T] | None:
+        """The account's entries since the newest journaled one (the last day's at the first start),
+        or None when /info is paused or the query failed."""
         if self.gate.held(self.clock()):
-            return False
-        since = self.store.last_fill_time_ms()
-        start = since if since is not None else self.now_ms() - FILLS_LOOKBACK_MS
+            return None
+        start = last_ms if last_ms is not None else self.now_ms() - FILLS_LOOKBACK_MS
         try:
-            fills = self.rest.user_fills_by_time(self.address, start)
+            entries = fetch(self.address, start)
         except HyperliquidError as exc:
-            self.gate.failed("fill reconciliation", exc)
-            return False
+            self.gate.failed(f"{what} reconciliation", exc)
+            return None
         self.gate.ok()
+        return entries
+
+    def reconcile_fills(self) -> bool:
+        """Journal the fills the stream may have missed."""
+        fills = self._since_last("fill", self.store.last_fill_time_ms(), self.rest.user_fills_by_time)
+        if fills is None:
+            return False
         added = sum(1 for f in fills if f.coin in self.traders and self.store.journal(f))
         if added:
             log.info("reconciled %d fill(s) the stream had not delivered", added)
         return True
 
     def reconcile_funding(self) -> bool:
-        """Journal the funding payments since the newest journaled one (the stream's may be missed)."""
-        if self.paper or self.gate.held(self.clock()):
-            return False
-        since = self.store.last_funding_time_ms()
-        start = since if since is not None else self.now_ms() - FILLS_LOOKBACK_MS
-        try:
-            payments = self.rest.user_funding(self.address, start)
-        except HyperliquidError as exc:
-            self.gate.failed("funding reconciliation", exc)
-            return False
-        self.gate.ok()
-        for payment in payments:
+        """Journal the funding payments the stream may have missed."""
+        payments = None if self.paper else \
+            self._since_last("funding", self.store.last_funding_time_ms(), self.rest.user_funding)
+        for payment in payments or ():
             self.store.record_funding(payment)
-        return True
+        return payments is not None
 
     def on_funding(self, payment: StreamFunding) -> None:
         if self.store.record_funding(payment):

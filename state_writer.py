@@ -152,29 +152,26 @@ class StateWriter:
     # ---- bookkeeping ----
 
     def _flush_position(self, coin: str) -> bool:
-        position = self._positions[coin]
-        try:
+        def write(position: SavedPosition | str) -> None:
             if isinstance(position, SavedPosition):
                 self.store.save_position(position)
             else:
                 self.store.clear_position(coin)
-        except WRITE_ERRORS as exc:
-            self._failed(f"saving the {coin} position", exc)
-            return False
-        if self._positions.get(coin) is position:
-            del self._positions[coin]
-        self._worked()
-        return True
+        return self._flush(self._positions, coin, write, f"saving the {coin} position")
 
     def _flush_order(self, cloid: str) -> bool:
-        record = self._orders[cloid]
+        return self._flush(self._orders, cloid, self.store.save_order, f"saving order {cloid}")
+
+    def _flush(self, owed: dict[str, Any], key: str, write: Callable[[Any], None], what: str) -> bool:
+        """Write `owed[key]`; forget it once written (unless a newer version came meanwhile)."""
+        value = owed[key]
         try:
-            self.store.save_order(record)
+            write(value)
         except WRITE_ERRORS as exc:
-            self._failed(f"saving order {cloid}", exc)
+            self._failed(what, exc)
             return False
-        if self._orders.get(cloid) is record:
-            del self._orders[cloid]
+        if owed.get(key) is value:
+            del owed[key]
         self._worked()
         return True
 
