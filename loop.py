@@ -1,11 +1,11 @@
 """The trading loop: the main thread drains the socket thread's queue and runs the timers.
 
 Owns: `step()` (a blocking `queue.get` with a timeout, then whatever else is queued up to a batch,
-each event dispatched by type and coin to its market, then the timers, each on its own so that one
-that raises cannot starve the others), the stream-wide REST fallback (starved for `stale_after`:
-prices from one `allMids` poll for every market; a market quiet on a live stream is polled alone),
-the account-wide entry limits, the socket thread's supervision (a dead one is replaced), the
-health snapshot (published every 0.25 s), and the shutdown steps.
+each event dispatched by type and coin to its market or to reconciliation, then the timers, each
+on its own so that one that raises cannot starve the others), the account-wide entry limits (one
+entry per turn), the socket thread's supervision (a dead one is replaced), the health snapshot
+(published every 0.25 s), and the shutdown steps. Where prices come from (stream or REST
+fallback) is prices.py's.
 Must not: sleep or wait on the network beyond one request's deadline, let one bad event or timer
 end the loop, touch the socket (the WebSocket thread owns it), or let another thread touch trading
 state (the health server reads the snapshot this thread publishes).
@@ -18,7 +18,7 @@ import resource
 import threading
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import stream_events as stream
 from entries import account_refusal
@@ -26,8 +26,8 @@ from execution import OrderExecutor
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import RateLimitedLog
 from market import MarketTrader
+from prices import Mids, PriceSource
 from reconcile import Reconciler
-from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from settings import RiskSettings, WebSocketSettings
 from snapshot import build_snapshot, market_view, stream_view
@@ -41,10 +41,6 @@ MAX_LOOP_WAIT_S = 0.25         # longest blocking get: bounds shutdown and timer
 STATE_RETRY_EVERY_S = 1.0      # failed state writes are tried again this often
 WS_SUPERVISE_EVERY_S = 1.0     # how often the loop checks that the socket thread is alive
 FILLS_POLL_EVERY_S = 5.0       # with the stream disabled, fills are fetched this often (userFills weight 20)
-
-
-class Mids(Protocol):
-    def all_mids(self) -> dict[str, Decimal]: ...
 
 
 class TradingLoop:
@@ -62,10 +58,7 @@ class TradingLoop:
         self.signer = address  # the key's address, when it is not the account's (set by the wiring)
         self.stop_event, self.clock, self.now_ms = stop_event, clock, now_ms
         self.started = clock()
-        self.last_market_data = clock()  # grace period: the stream gets stale_after to start
-        self.fallback = not ws_settings.enabled
-        self.mode = "websocket" if ws_settings.enabled else "rest"
-        self.next_poll = clock()
+        self.prices = PriceSource(traders, rest, gate, ws_settings, check_interval_s, clock, self._failed_in_loop)
         self.handler_errors = 0  # events and timers that raised (logged; the loop went on)
         self.ws_restarts = 0
         self.next_ws_check = 0.0
@@ -116,7 +109,7 @@ class TradingLoop:
         if kind is stream.Trade:
             trader = self.traders.get(event.coin)
             if trader is not None:
-                self._on_market_data()
+                self.prices.on_market_data()
                 trader.on_trade(event)
         elif kind is stream.Fill:
             self.reconciler.on_fill(event)
@@ -127,30 +120,35 @@ class TradingLoop:
         elif kind is stream.Liquidation:
             self.reconciler.on_liquidation(event)
         elif kind is stream.Bbo:
-            self._on_market_data()  # the stream is alive; a market is fresh only on its live trades
+            self.prices.on_market_data()  # the stream is alive; a market is fresh only on its live trades
             trader = self.traders.get(event.coin)
             if trader is not None:
                 trader.on_book(event.bid, event.ask)
         elif kind in (stream.L2Book, stream.Mids):
-            self._on_market_data()
+            self.prices.on_market_data()
         elif kind is stream.Connected:
             self.reconciler.on_connected()
         elif kind is stream.StreamDown:
-            self._enter_fallback(f"WebSocket down after {event.attempts} attempts")
+            self.prices.enter_fallback(f"WebSocket down after {event.attempts} attempts")
         # Disconnected / StreamRecovered / SubscriptionFailed: the socket thread logged them; the
         # starvation rule decides the mode from data actually arriving.
 
     def _next_wait(self) -> float:
-        wait = MAX_LOOP_WAIT_S
-        if self.fallback:
-            wait = min(wait, max(0.0, self.next_poll - self.clock()))
-        return wait
+        return self.prices.next_wait_s(MAX_LOOP_WAIT_S)
+
+    @property
+    def fallback(self) -> bool:
+        return self.prices.fallback
+
+    @property
+    def mode(self) -> str:
+        return self.prices.mode
 
     def _timers(self) -> None:
         """Everything that is due, each on its own: one that raises cannot starve the others."""
         now = self.clock()
         self.entry_slots = 1  # one entry per turn across markets: others' exits must not wait behind entries
-        self._run_timer(self._freshness_timer, now)
+        self._run_timer(self.prices.timer, now)
         for trader in self.traders.values():
             for timer in trader.timers:
                 self._run_timer(timer, now, trader.coin)
@@ -171,58 +169,6 @@ class TradingLoop:
             log.error("%s failed (%s: %s); the loop goes on (%d errors so far%s)", what, type(exc).__name__, exc,
                       self.handler_errors, f", {suppressed} like it not shown" if suppressed else "",
                       exc_info=exc)
-
-    # ---- prices: stream or REST ------------------------------------------------------------
-
-    def _on_market_data(self) -> None:
-        self.last_market_data = self.clock()
-        if self.fallback and self.ws_settings.enabled:
-            self.fallback = False
-            self.mode = "websocket"
-            log.info("WebSocket recovered; leaving REST fallback")
-
-    def _enter_fallback(self, why: str) -> None:
-        if self.fallback:
-            return
-        self.fallback = True
-        self.mode = "rest_fallback"
-        self.next_poll = self.clock()
-        log.warning("%s; falling back to REST polling", why)
-
-    def _freshness_timer(self, now: float) -> None:
-        ws = self.ws_settings
-        if ws.enabled and not self.fallback and now - self.last_market_data > ws.stale_after:
-            self._enter_fallback(f"WebSocket starved for {ws.stale_after:.1f}s")
-        if now < self.next_poll:
-            return
-        if self.fallback:
-            wanted = list(self.traders.values())
-        else:  # a quiet market on a live stream: its price alone from REST
-            wanted = [t for t in self.traders.values() if now - t.last_market_data > ws.stale_after]
-        if wanted:
-            self.next_poll = now + (ws.fallback_poll_interval if ws.enabled else self.check_interval_s)
-            self._poll_rest_prices(now, wanted)
-
-    def _poll_rest_prices(self, now: float, traders: list[MarketTrader]) -> None:
-        """One `allMids` serves every market that needs a price."""
-        if self.gate.held(now):
-            return
-        try:
-            mids = self.rest.all_mids()
-        except HyperliquidError as exc:
-            self.gate.failed("REST price poll", exc)
-            return
-        self.gate.ok()
-        for trader in traders:
-            price = mids.get(trader.coin)
-            if price is None:
-                if self._quiet.allow(f"no mid {trader.coin}") is not None:
-                    log.warning("REST price poll: no mid for %s", trader.coin)
-                continue
-            try:  # one market's failure must not keep the others from their price
-                trader.on_rest_price(price)
-            except Exception as exc:  # noqa: BLE001 - logged with its traceback, counted
-                self._failed_in_loop(f"{trader.coin} REST price", exc)
 
     # ---- the account -----------------------------------------------------------------------
 
@@ -300,10 +246,10 @@ class TradingLoop:
         self._snapshot = build_snapshot(
             now_s=now, started_s=self.started,
             markets={coin: market_view(t) for coin, t in self.traders.items()},
-            stream=stream_view(stats, ws.enabled, self.fallback, self.events.qsize(), self.ws_restarts, now),
+            stream=stream_view(stats, ws.enabled, self.prices.fallback, self.events.qsize(), self.ws_restarts, now),
             positions=self._positions(),
             loop={"account": self.address, "signer": self.signer,
-                  "price_fresh_limit_s": fresh_limit, "mode": self.mode, "dry_run": self.paper,
+                  "price_fresh_limit_s": fresh_limit, "mode": self.prices.mode, "dry_run": self.paper,
                   "state_writable": self.store.writable, "state_error": self.store.error,
                   "handler_errors": self.handler_errors, "unknown_orders": len(self.executor.unknown),
                   "oldest_unknown_order_at_s": self.executor.unknown.oldest_since_s(),
