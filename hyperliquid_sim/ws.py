@@ -5,7 +5,7 @@ messages per minute) with its error texts, subscribe/unsubscribe with acks and "
 subscribed" errors, the snapshots sent right after a subscribe (recent trades, l2Book, the current
 candle, userFills with `isSnapshot`), sending frames to the subscribers of a channel (user events
 included: fills, and funding payments as funding.py shapes them), l2Book pushes only when the
-book changed, ping/pong and the idle close. It honours the
+book changed, bbo pushes of the same book's touch, ping/pong and the idle close. It honours the
 silence and refusal windows of `state.faults`.
 Must not: make prices or trades (feed.py does), answer REST, or change the engine other than
 creating the account a user subscription names (the faucet).
@@ -334,6 +334,12 @@ class WebSocketEndpoint:
         exchange names that channel `user`, as it does for fills."""
         addr = user.lower()
         await self.broadcast({"type": "userEvents", "user": addr}, json.dumps({"channel": "user", "data": event}))
+
+    async def push_bbo(self, coin: str, time_ms: int) -> None:
+        """The book's touch (wire.bbo) to the coin's bbo subscribers."""
+        bid, ask = wire.bbo(self._state.engine, coin)
+        await self.broadcast({"type": "bbo", "coin": coin}, json.dumps(
+            {"channel": "bbo", "data": {"coin": coin, "time": time_ms, "bbo": [bid, ask]}}))
 
     async def push_books(self) -> None:
         """One l2Book round: a full snapshot to each subscription whose book changed since it
