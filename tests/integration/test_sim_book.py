@@ -1,6 +1,6 @@
 """The simulator's book from the outside: takers walk its levels (several fills, the average
-price, an IOC's rest canceled), and a user's resting order shows in `/info l2Book` and `bbo` and
-is met by another user's taker (its maker fill)."""
+price, an IOC's rest canceled), a user's resting order shows in `/info l2Book` and `bbo` and is
+met by another user's taker (its maker fill); and a paper bot's fills walk the l2Book it keeps."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,8 @@ from typing import Any, Iterator
 import pytest
 import websocket
 
+from harness.bot import make_bot
+from harness.waiting import wait_until
 from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_sim import SimConfig, SimServer
 from signing import L1Signer
@@ -85,3 +87,30 @@ def test_a_resting_order_shows_in_the_book_and_bbo_and_a_taker_meets_it(thin_sim
         ws.close()
         maker.close()
         taker.close()
+
+
+def test_a_paper_bot_on_a_thin_book_walks_two_levels_and_books_the_average(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # $100 at the touch: the bot's 0.004 BTC ($200) entry and exit each need two levels
+    sim = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": D("50000")},
+                              book_depth_usd=D("100")))
+    sim.start()
+    h = make_bot(sim, tmp_path, dry_run=True)
+    try:
+        wait_until(lambda: h.trader.book is not None, 5, h.step)  # the l2Book snapshot after subscribing
+        assert h.trader.book.asks[0] == (D("50005"), D("0.002"))
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        assert h.trader.position.size == D("0.004")
+        assert h.trader.position.entry_px == D("50007.5")  # 0.002 at 50005 and 0.002 at 50010
+        sim.set_price("BTC", "49000")  # through the 1 % stop
+        wait_until(lambda: h.trader.position is None, 5, h.step)
+        exit_fill = [f for f in h.store.fills() if f["side"] == "sell"][0]
+        assert exit_fill["paper"] and exit_fill["size"] == D("0.004")
+        # two levels 5 apart, from the last price down (a book still showing 50000 is shifted to
+        # it; a fresh one starts a tick lower): the average lies between, on no level
+        assert D("48985") < exit_fill["px"] < D("49000") and exit_fill["px"] % 5 != 0
+        assert exit_fill["fee"] == (D("0.004") * exit_fill["px"] * D("0.00045")).quantize(D("0.000001"))
+        assert h.bot.executor.exchange.book_fills == 2 and sim.exchange_log() == []
+    finally:
+        h.close()
+        sim.stop()
