@@ -89,15 +89,31 @@ def test_a_resting_order_shows_in_the_book_and_bbo_and_a_taker_meets_it(thin_sim
         taker.close()
 
 
+class LongWhenAsked:
+    """Goes long once `go` is set: the entry waits for the book to arrive."""
+    name = "long_when_asked"
+
+    def __init__(self) -> None:
+        self.go = False
+
+    def on_candles(self, candles, price, has_position):  # type: ignore[no-untyped-def]
+        if not self.go or has_position:
+            return None
+        self.go = False
+        return "long"
+
+
 def test_a_paper_bot_on_a_thin_book_walks_two_levels_and_books_the_average(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # $100 at the touch: the bot's 0.004 BTC ($200) entry and exit each need two levels
     sim = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": D("50000")},
                               book_depth_usd=D("100")))
     sim.start()
     h = make_bot(sim, tmp_path, dry_run=True)
+    h.trader.entries.strategy = strategy = LongWhenAsked()
     try:
         wait_until(lambda: h.trader.book is not None, 5, h.step)  # the l2Book snapshot after subscribing
-        assert h.trader.book.asks[0] == (D("50005"), D("0.002"))
+        assert h.trader.book.asks[0] == (D("50005"), D("0.002")) and h.trader.position is None
+        strategy.go = True
         sim.set_price("BTC", "50000")
         wait_until(lambda: h.trader.position is not None, 10, h.step)
         assert h.trader.position.size == D("0.004")
