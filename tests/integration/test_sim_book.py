@@ -130,3 +130,23 @@ def test_a_paper_bot_on_a_thin_book_walks_two_levels_and_books_the_average(tmp_p
     finally:
         h.close()
         sim.stop()
+
+
+def test_an_unchanged_book_is_sent_again_every_book_resend_s() -> None:
+    sim = SimServer(SimConfig(port=0, seed=7, feed=False, start_prices={"BTC": D("50000")},
+                              book_interval_s=0.05, book_resend_s=0.4))
+    sim.start()
+    ws = websocket.create_connection(sim.ws_url, timeout=5)
+    try:
+        ws.send(json.dumps({"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}}))
+        books = []
+        while len(books) < 2:
+            frame = json.loads(ws.recv())
+            if frame.get("channel") == "l2Book":
+                books.append((time.monotonic(), frame["data"]))
+        (first_at, first), (again_at, again) = books
+        assert again["levels"] == first["levels"] and again["time"] > first["time"]
+        assert again_at - first_at >= 0.3  # not every round: only once it has been unchanged for a while
+    finally:
+        ws.close()
+        sim.stop()
