@@ -124,7 +124,12 @@ class TradingLoop:
             trader = self.traders.get(event.coin)
             if trader is not None:
                 trader.on_book(event.bid, event.ask)
-        elif kind in (stream.L2Book, stream.Mids):
+        elif kind is stream.L2Book:
+            self.prices.on_market_data()
+            trader = self.traders.get(event.coin)
+            if trader is not None:
+                trader.on_l2book(event)
+        elif kind is stream.Mids:
             self.prices.on_market_data()
         elif kind is stream.Connected:
             self.reconciler.on_connected()

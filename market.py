@@ -1,10 +1,11 @@
 """One traded coin: its price, candles, position, trailing stop and exits.
 
-Owns: the market's current price (from the stream or REST), its candles (trades deduplicated
-across reconnects), the position and its restart-safe high-water mark, the exit decision on every
-price (sent at once, before any disk write), exit retries (0.5 s doubling to 2 s), opening the
-position an entry filled (entries.py decides and sends entries), adopting the exchange's position
-when a check finds ours differs, and the market's health figures.
+Owns: the market's current price (from the stream or REST), its latest book (best bid/ask; the
+l2Book levels paper fills walk), its candles (trades deduplicated across reconnects), the position
+and its restart-safe high-water mark, the exit decision on every price (sent at once, before any
+disk write), exit retries (0.5 s doubling to 2 s), opening the position an entry filled
+(entries.py decides and sends entries), adopting the exchange's position when a check finds ours
+differs, and the market's health figures.
 Must not: touch the socket or another market's state, or wait on the disk before an exit.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable, Literal
 from entries import Account, Entries
 from execution import Ioc, OrderExecutor
 from exits import ExitDecision, ExitRules, PositionView, TrailingStop
+from order_book import Book
 from protection import Protection
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import MarketSettings
@@ -24,7 +26,7 @@ from sizing import RiskGuard
 from state import SavedPosition
 from state_writer import StateWriter
 from strategies import CandleSeries, Strategy, interval_ms
-from stream_events import Trade
+from stream_events import L2Book, Trade
 
 log = logging.getLogger("bot")
 
@@ -32,6 +34,7 @@ PRICE_LOG_EVERY_S = 5.0        # `📡 Real-time price update` at most this ofte
 EXIT_RETRY_BASE_S = 0.5        # a failed exit is retried with backoff from this delay...
 EXIT_RETRY_MAX_S = 2.0         # ...up to this: the exchange may be back any moment
 BOOK_FRESH_S = 2.0             # a best bid/ask older than this no longer prices an exit
+DEPTH_FRESH_S = 10.0           # an l2Book older than this no longer fills paper orders (sent every 0.5-5 s)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class MarketTrader:
         self.bid: Decimal | None = None  # the best bid and ask (`bbo`), and when they came
         self.ask: Decimal | None = None
         self.book_at = 0.0
+        self.book: Book | None = None  # the latest l2Book levels (subscribed in paper mode: paper fills walk them)
         self.trades_seen = 0
         self._last_trade_ms = 0  # newest trade time folded into the candles
         self._tids_at_last_ms: set[int] = set()  # trades of that millisecond already folded in
@@ -111,6 +115,14 @@ class MarketTrader:
 
     def on_book(self, bid: Decimal | None, ask: Decimal | None) -> None:
         self.bid, self.ask, self.book_at = bid, ask, self.clock()
+
+    def on_l2book(self, event: L2Book) -> None:
+        self.book = Book.from_event(event, self.clock())
+
+    def fresh_book(self) -> Book | None:
+        """The latest l2Book if recent enough to fill a paper order on, else None."""
+        book = self.book
+        return book if book is not None and self.clock() - book.at <= DEPTH_FRESH_S else None
 
     def exit_reference(self, price: Decimal, is_buy: bool) -> Decimal:
         """What a marketable exit is priced from: the opposite side of a fresh book (what it will

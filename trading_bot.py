@@ -181,6 +181,8 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
     loop = _assemble(settings, rest, exchange, StateWriter(store), meta, strategies, events, ws_client,
                      account, stop_event)
     loop.signer = signer.address
+    if settings.dry_run:  # paper fills walk each market's latest l2Book
+        exchange.book_of = lambda coin: loop.traders[coin].fresh_book() if coin in loop.traders else None
     if ws_client is not None:
         cleanup.append(lambda: loop.ws.stop() if loop.ws is not None else None)  # the thread the loop has now
     for trader in loop.traders.values():
@@ -317,7 +319,9 @@ def _ws_client(settings: Settings, ws_url: str, address: str,
     subs: list[dict[str, Any]] = []
     for coin in settings.coins:
         subs += [{"type": "trades", "coin": coin}, {"type": "bbo", "coin": coin}]
-    if not settings.dry_run:
+    if settings.dry_run:  # the depth paper fills walk (a live order meets the exchange's own book)
+        subs += [{"type": "l2Book", "coin": coin} for coin in settings.coins]
+    else:
         subs += [{"type": "userFills", "user": address}, {"type": "orderUpdates", "user": address},
                  {"type": "userEvents", "user": address}]
     ws = settings.websocket

@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import book_speed  # bench/book_speed.py: l2Book frames handled and the cost of keeping the book
 import requests
 import websocket
 
@@ -793,6 +794,7 @@ def main() -> int:
     finally:
         sim.stop()
     results["idle"] = bench_idle()
+    book_speed.add_to(results)
     s, f = results["stream"], results["faults"]
     checks = {
         "burst throughput, client + queue >= 75% of the floor": s["client_ratio_to_floor"]["median"] >= 0.75,

@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--replay", metavar="FILE", help='JSONL trades {"coin","px","sz","side","time"} to replay '
                                                     "instead of the random walk")
     p.add_argument("--replay-speed", type=float, default=1.0, help="2 replays twice as fast (default 1)")
+    p.add_argument("--book-depth-usd", type=Decimal, default=Decimal("100000"),
+                   help="seeded notional at the book's touch; deeper levels hold more (default 100000)")
     args = p.parse_args()
     if args.replay_speed <= 0:
         p.error("--replay-speed must be > 0")
@@ -42,7 +44,7 @@ def main() -> None:
                               trade_rate_hz=args.trade_rate, volatility=args.volatility,
                               initial_usdc=args.initial_usdc, replay_path=args.replay,
                               extra_coins=test_coins(args.extra_coins),
-                              replay_speed=args.replay_speed))
+                              replay_speed=args.replay_speed, book_depth_usd=args.book_depth_usd))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

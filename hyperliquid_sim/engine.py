@@ -1,29 +1,30 @@
 """The simulator's exchange model (pure, synchronous; no sockets): prices, accounts, matching.
 
-Owns: a seeded random-walk price per coin, a synthetic book around it, accounts (USDC, positions
+Owns: a seeded random-walk price per coin, accounts (USDC, positions
 with entry price, leverage, margin and unrealized PnL), orders (IOC/GTC/ALO limits, reduce-only,
-cloids, trigger TP/SL on the last price), fills with fees and unique trade ids, nonce rules,
-the trade history every print lands in (candles.py keeps it and builds candles from it), and
-parsing a recorded trade stream for replay.
+cloids, trigger TP/SL on the last price), takers walking the book (book.py: seeded levels and users'
+resting orders; several fills, the average price, an IOC's rest canceled, makers' fills kept for the
+server to send), fills with fees and unique trade ids, nonce rules, and the trade history every
+print lands in (candles.py keeps it and builds candles from it; replay.py parses recordings).
 Must not: do I/O. The server's parts read files and turn these results into wire frames.
 """
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from decimal import Decimal
+from typing import Any
 
 from signing import is_valid_price, is_valid_size, round_price
 
+from .book import HALF_SPREAD, DEFAULT_DEPTH_USD, Offer, SeededBook, offers, plain, wire_levels  # noqa: F401
 from .candles import TradeHistory
+from .replay import ReplayTrade, parse_replay  # noqa: F401 - re-exported: the feed reads recordings
 
 TAKER_FEE = Decimal("0.00045")
 MAKER_FEE = Decimal("0.00015")
-HALF_SPREAD = Decimal("0.0001")  # the synthetic book's best levels sit 1 bp either side of the price
 MIN_NOTIONAL = Decimal("10")
 BACKFILL_MINUTES = 200  # of seeded prints before the first live one, for candle warm-up
 
@@ -70,51 +71,10 @@ class Account:
     fundings: list[dict[str, Any]] = field(default_factory=list)  # `userFunding` entries, oldest first (funding.py)
 
 
-@dataclass(frozen=True)
-class ReplayTrade:
-    """One line of a recorded trade stream: `{"coin","px","sz","side","time"}` (see parse_replay)."""
-    coin: str
-    px: Decimal
-    size: Decimal
-    side: str  # "B" (buyer aggressed) or "A"
-    time_ms: int
-
-
-def parse_replay(lines: Iterable[str], coins: Iterable[str]) -> list[ReplayTrade]:
-    """JSONL trades in file order, e.g. `{"coin":"BTC","px":"50010.5","sz":"0.02","side":"B","time":1700000000000}`.
-
-    `px`/`sz` may be strings or numbers; blank lines are skipped. Times must not go backwards:
-    the replay keeps the recorded spacing, and a backwards step has no spacing to keep. Any bad
-    line is a ValueError naming its line number, so a broken recording fails at start, not midway.
-    """
-    known = set(coins)
-    out: list[ReplayTrade] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            trade = ReplayTrade(str(row["coin"]), Decimal(str(row["px"])), Decimal(str(row["sz"])),
-                                str(row["side"]), int(row["time"]))
-        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
-            raise ValueError(f"replay line {number}: not a trade ({exc!r})") from exc
-        if trade.coin not in known:
-            raise ValueError(f"replay line {number}: coin {trade.coin} is not one of {sorted(known)}")
-        finite = trade.px.is_finite() and trade.size.is_finite()
-        if trade.side not in ("A", "B") or not finite or trade.px <= 0 or trade.size <= 0:
-            raise ValueError(f"replay line {number}: side must be A or B and px, sz > 0")
-        if out and trade.time_ms < out[-1].time_ms:
-            raise ValueError(f"replay line {number}: time goes backwards")
-        out.append(trade)
-    if not out:
-        raise ValueError("replay: no trades")
-    return out
-
-
 class Engine:
     def __init__(self, seed: int, coins: dict[str, tuple[int, int, Decimal]] | None = None,
                  start_prices: dict[str, Decimal] | None = None, volatility: float = 0.0005,
-                 initial_usdc: Decimal = Decimal("10000")) -> None:
+                 initial_usdc: Decimal = Decimal("10000"), depth_usd: Decimal = DEFAULT_DEPTH_USD) -> None:
         self.rng = random.Random(seed)
         self.coins = dict(coins or DEFAULT_COINS)
         self.names = list(self.coins)
@@ -126,6 +86,8 @@ class Engine:
         self.by_cloid: dict[tuple[str, str], int] = {}
         self.nonce_sets: dict[str, list[int]] = {}  # per signer: an agent has its own, apart from its master's
         self.history = TradeHistory(self.coins)
+        self.seeded = SeededBook(seed, self.coins, depth_usd)
+        self.maker_events: list[tuple[str, list[dict], list[dict]]] = []  # drained by the server after an order
         now_ms = time.time_ns() // 1_000_000
         for coin, (sz_dec, _lev, _px) in self.coins.items():
             self.history.backfill(coin, self.prices[coin], sz_dec, self.rng, volatility * 3, now_ms, BACKFILL_MINUTES)
@@ -155,6 +117,7 @@ class Engine:
 
         Returns the trade dict and, per affected user, (user, fills, order updates)."""
         self.prices[coin] = px
+        self.seeded.renew(coin)
         sz_dec = self.coins[coin][0]
         if size is None:
             size = Decimal(str(round(self.rng.uniform(0.001, 0.5), sz_dec))) or Decimal(1).scaleb(-sz_dec)
@@ -313,27 +276,74 @@ class Engine:
         if trigger:
             self.orders[order.oid] = order
             return {"resting": {"oid": order.oid}}, [], [self._update(order)]
-        best = mark * (1 + HALF_SPREAD) if order.is_buy else mark * (1 - HALF_SPREAD)
-        best = round_price(best, sz_dec)
-        crosses = (order.is_buy and px >= best) or (not order.is_buy and px <= best)
+        side = self.book_side(coin, not order.is_buy, skip_user=user)
+        crosses = bool(side) and ((order.is_buy and px >= side[0].px) or (not order.is_buy and px <= side[0].px))
         if order.tif == "Alo" and crosses:
             order.status = "rejected"
             self._done[order.oid] = order
-            return {"error": "Post only order would have immediately matched, bbo was " + str(best)}, [], []
-        if crosses:
-            fill = self._fill(order, best, size, now_ms, crossed=True)
-            order.status, order.status_time = "filled", now_ms
+            return {"error": "Post only order would have immediately matched, bbo was " + str(side[0].px)}, [], []
+        fills = self._take(order, side, now_ms) if crosses else []
+        if crosses and not fills:
+            order.status, order.status_time = "canceled", now_ms
             self._done[order.oid] = order
-            if fill is None:
-                return {"error": "Reduce only order would increase position."}, [], []
-            return ({"filled": {"totalSz": fill["sz"], "avgPx": fill["px"], "oid": order.oid}}, [fill],
+            return {"error": "Reduce only order would increase position."}, [], []
+        if fills and (order.size == 0 or order.tif == "Ioc" or order.reduce_only):
+            # an IOC's rest (and a reduce-only's beyond the position) is canceled, never rests
+            flat = order.reduce_only and self.account(user).positions[coin][0] == 0
+            order.status, order.status_time = ("filled" if order.size == 0 or flat else "canceled"), now_ms
+            self._done[order.oid] = order
+            total = sum((Decimal(f["sz"]) for f in fills), Decimal(0))
+            avg = sum((Decimal(f["px"]) * Decimal(f["sz"]) for f in fills), Decimal(0)) / total
+            avg_px = fills[0]["px"] if len(fills) == 1 else format(avg.quantize(Decimal("1e-8")).normalize(), "f")
+            return ({"filled": {"totalSz": str(plain(total)), "avgPx": avg_px, "oid": order.oid}}, fills,
                     [self._update(order)])
         if order.tif == "Ioc":
             order.status = "canceled"
             self._done[order.oid] = order
             return {"error": "Order could not immediately match against any resting orders."}, [], []
-        self.orders[order.oid] = order
-        return {"resting": {"oid": order.oid}}, [], [self._update(order)]
+        self.orders[order.oid] = order  # a limit's unfilled part rests (and shows in the book)
+        return {"resting": {"oid": order.oid}}, fills, [self._update(order)]
+
+    # ---- the book ----
+
+    def book_side(self, coin: str, is_bid: bool, skip_user: str | None = None) -> list[Offer]:
+        """Bids (or asks) best first: users' resting limit orders and the seeded liquidity."""
+        return offers(self.seeded, self.orders.values(), coin, self.prices[coin], self.coins[coin][0], is_bid,
+                      skip_user)
+
+    def levels(self, coin: str, depth: int = 20) -> list[list[dict[str, Any]]]:
+        """The l2Book `levels`: `[bids, asks]`, best first, aggregated by price."""
+        return [wire_levels(self.book_side(coin, True), depth), wire_levels(self.book_side(coin, False), depth)]
+
+    def _take(self, order: Order, side: list[Offer], now_ms: int) -> list[dict[str, Any]]:
+        """The taker walks `side` up to its limit: one fill per offer it meets, at that offer's
+        price; a user's order it meets gets its maker fill (kept in maker_events)."""
+        fills: list[dict[str, Any]] = []
+        for offer in side:
+            if order.size <= 0 or (order.px < offer.px if order.is_buy else order.px > offer.px):
+                break
+            fill = self._fill(order, offer.px, min(order.size, offer.size), now_ms, crossed=True)
+            if fill is None:
+                break  # a reduce-only with nothing left to reduce
+            fills.append(fill)
+            size = Decimal(fill["sz"])
+            maker = offer.order
+            if maker is None:
+                self.seeded.take(order.coin, not order.is_buy, offer.px, size)
+                continue
+            maker_fill = self._fill(maker, offer.px, size, now_ms, crossed=False)
+            if maker.size <= 0:
+                maker.status, maker.status_time = "filled", now_ms
+                del self.orders[maker.oid]
+                self._done[maker.oid] = maker
+            self.maker_events.append((maker.user, [maker_fill] if maker_fill else [],
+                                      [self._update(maker)] if maker.status == "filled" else []))
+        return fills
+
+    def take_maker_events(self) -> list[tuple[str, list[dict], list[dict]]]:
+        """The makers' (user, fills, order updates) of the orders placed since the last call."""
+        events, self.maker_events = self.maker_events, []
+        return events
 
     def cancel(self, user: str, oid: int | None = None, cloid: str | None = None) -> str | dict[str, str]:
         if cloid is not None:

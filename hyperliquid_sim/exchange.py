@@ -23,6 +23,7 @@ from signing import recover_l1_signer
 from .agents import DEFAULT_AGENT_VALIDITY_MS
 from .state import SimState, now_ms
 from .user_signed import is_user_signed, read_approval, recover_user_signer
+from . import wire
 from .wire import DESERIALIZE_ERROR
 from .ws import WebSocketEndpoint
 
@@ -170,11 +171,18 @@ class ExchangeEndpoint:
         raise ValueError(kind)
 
     async def _order(self, user: str, action: dict[str, Any]) -> Answer:
+        engine = self._state.engine
         statuses = []
+        touches = {coin: wire.bbo(engine, coin) for coin in engine.names}
         for order_wire in action["orders"]:
-            status, fills, updates = self._state.engine.place(user, order_wire, now_ms())
+            status, fills, updates = engine.place(user, order_wire, now_ms())
             statuses.append(status)
             await self._ws.user_events(user, fills, updates)
+            for maker, maker_fills, maker_updates in engine.take_maker_events():
+                await self._ws.user_events(maker, maker_fills, maker_updates)
+        for coin, touch in touches.items():  # a taker that emptied a level, an order resting inside the spread
+            if wire.bbo(engine, coin) != touch:
+                await self._ws.push_bbo(coin, now_ms())
         return {"status": "ok", "response": {"type": "order", "data": {"statuses": statuses}}}
 
     def _cancel(self, user: str, action: dict[str, Any], by_cloid: bool) -> Answer:

@@ -96,9 +96,7 @@ class PriceFeed:
         trade, touched = engine.print_trade(coin, px, now_ms(), size, side)
         await self._ws.broadcast({"type": "trades", "coin": coin},
                                  json.dumps({"channel": "trades", "data": [trade]}))
-        bid, ask = wire.bbo(engine, coin)
-        await self._ws.broadcast({"type": "bbo", "coin": coin}, json.dumps(
-            {"channel": "bbo", "data": {"coin": coin, "time": trade["time"], "bbo": [bid, ask]}}))
+        await self._ws.push_bbo(coin, int(trade["time"]))
         await self._ws.broadcast({"type": "allMids"},
                                  json.dumps({"channel": "allMids", "data": {"mids": wire.mids(engine)}}))
         for sub in self._ws.subscribed("candle", coin).values():

@@ -18,6 +18,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from .agents import Delegations
+from .book import DEFAULT_DEPTH_USD
 from .engine import DEFAULT_COINS, Account, Engine
 
 
@@ -46,6 +47,8 @@ class SimConfig:
     max_users: int = 10  # unique users across its user subscriptions
     max_messages_per_min: int = 2000  # client frames (pings included) in any rolling 60 s
     book_interval_s: float = 0.5  # l2Book pushes at most this often, and only when it changed
+    book_resend_s: float = 5.0  # an unchanged l2Book is sent again this often (a 2026 probe: ~5 s)
+    book_depth_usd: Decimal = DEFAULT_DEPTH_USD  # seeded notional at the book's touch (deeper levels hold more)
     replay_path: str | None = None  # JSONL trades (engine.parse_replay) instead of the random walk
     replay_speed: float = 1.0  # 2.0 replays the recording twice as fast
 
@@ -56,7 +59,8 @@ def make_engine(config: SimConfig, replay_prices: dict[str, Decimal]) -> Engine:
     coins.update(config.extra_coins)
     prices = {k: Decimal(str(v)) for k, v in (config.start_prices or {}).items()}
     prices.update(replay_prices)  # the candle warm-up history should end where the recording starts
-    return Engine(config.seed, coins, prices, config.volatility, Decimal(str(config.initial_usdc)))
+    return Engine(config.seed, coins, prices, config.volatility, Decimal(str(config.initial_usdc)),
+                  Decimal(str(config.book_depth_usd)))
 
 
 def new_stats() -> dict[str, int]:

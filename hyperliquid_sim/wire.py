@@ -1,19 +1,16 @@
 """Wire shapes and texts that more than one of the simulator's parts sends.
 
 Owns: the candle interval names, the 422 text of both HTTP endpoints, compact JSON, and the
-market-data views of the engine's prices: the synthetic l2 book (the levels the engine's fills
-assume), the best bid and offer, all mids.
+market-data views of the engine: the l2 book (the levels takers walk: book.py), the best bid and
+offer (its touch, so the two always agree), all mids.
 Must not: change the engine or send anything; callers put these on the wire.
 """
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
-from signing import round_price
-
-from .engine import HALF_SPREAD, Engine
+from .engine import Engine
 
 INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
                 "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
@@ -28,19 +25,14 @@ def compact(value: Any) -> str:
 
 
 def book(engine: Engine, coin: str, depth: int = 20) -> list[list[Level]]:
-    """`[bids, asks]`, best first: level i sits i+1 half-spreads from the price, size (i+1)/10."""
-    px, sz_dec = engine.prices[coin], engine.coins[coin][0]
-    tick = px * HALF_SPREAD
-    bids = [{"px": str(round_price(px - tick * (i + 1), sz_dec)), "sz": str(Decimal(i + 1) / 10), "n": i + 1}
-            for i in range(depth)]
-    asks = [{"px": str(round_price(px + tick * (i + 1), sz_dec)), "sz": str(Decimal(i + 1) / 10), "n": i + 1}
-            for i in range(depth)]
-    return [bids, asks]
+    """`[bids, asks]`, best first: users' resting orders and the seeded levels (engine.levels)."""
+    return engine.levels(coin, depth)
 
 
-def bbo(engine: Engine, coin: str) -> tuple[Level, Level]:
-    bids, asks = book(engine, coin, 1)
-    return bids[0], asks[0]
+def bbo(engine: Engine, coin: str) -> tuple[Level | None, Level | None]:
+    """The touch of the same book; None for an empty side (as the exchange sends it)."""
+    bids, asks = engine.levels(coin, 1)
+    return (bids[0] if bids else None), (asks[0] if asks else None)
 
 
 def mids(engine: Engine) -> dict[str, str]:

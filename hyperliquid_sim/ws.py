@@ -4,9 +4,9 @@ Owns: the live connections, the exchange's per-IP limits (connections, subscript
 messages per minute) with its error texts, subscribe/unsubscribe with acks and "Already
 subscribed" errors, the snapshots sent right after a subscribe (recent trades, l2Book, the current
 candle, userFills with `isSnapshot`), sending frames to the subscribers of a channel (user events
-included: fills, and funding payments as funding.py shapes them), l2Book pushes only when the
-book changed, ping/pong and the idle close. It honours the
-silence and refusal windows of `state.faults`.
+included: fills, and funding payments as funding.py shapes them), l2Book pushes when the book
+changed (an unchanged one again every book_resend_s), bbo pushes of the same book's touch,
+ping/pong and the idle close. It honours the silence and refusal windows of `state.faults`.
 Must not: make prices or trades (feed.py does), answer REST, or change the engine other than
 creating the account a user subscription names (the faucet).
 """
@@ -124,7 +124,8 @@ class WebSocketEndpoint:
         self._state = state
         self._limits = IpLimits(config, state)
         self.conns: set[Connection] = set()
-        self._book_sent: dict[str, str] = {}  # l2Book subscription key -> the levels its subscribers last got
+        # l2Book subscription key -> the levels its subscribers last got, and when (monotonic)
+        self._book_sent: dict[str, tuple[str, float]] = {}
 
     # ---- connections ----
 
@@ -270,7 +271,7 @@ class WebSocketEndpoint:
             levels = wire.book(engine, coin)
             # the first subscriber's snapshot is what push_books compares with next; later ones
             # may get the next push twice over, which a full-snapshot channel makes harmless
-            self._book_sent.setdefault(subscription_key(sub), json.dumps(levels))
+            self._book_sent.setdefault(subscription_key(sub), (json.dumps(levels), time.monotonic()))
             return json.dumps({"channel": "l2Book", "data": {"coin": coin, "time": now_ms(), "levels": levels}})
         if kind == "candle" and coin in engine.prices:
             # the candle being built (or the latest one with prints), as a live chart needs
@@ -335,9 +336,16 @@ class WebSocketEndpoint:
         addr = user.lower()
         await self.broadcast({"type": "userEvents", "user": addr}, json.dumps({"channel": "user", "data": event}))
 
+    async def push_bbo(self, coin: str, time_ms: int) -> None:
+        """The book's touch (wire.bbo) to the coin's bbo subscribers."""
+        bid, ask = wire.bbo(self._state.engine, coin)
+        await self.broadcast({"type": "bbo", "coin": coin}, json.dumps(
+            {"channel": "bbo", "data": {"coin": coin, "time": time_ms, "bbo": [bid, ask]}}))
+
     async def push_books(self) -> None:
         """One l2Book round: a full snapshot to each subscription whose book changed since it
-        last got one (feed.py decides how often a round runs)."""
+        last got one, or that got none for book_resend_s (the exchange re-sends an unchanged book
+        every few seconds); feed.py decides how often a round runs."""
         subs = self.subscribed("l2Book")
         for key in set(self._book_sent) - set(subs):
             del self._book_sent[key]
@@ -348,8 +356,10 @@ class WebSocketEndpoint:
                 continue
             levels = wire.book(engine, coin)
             text = json.dumps(levels)
-            if self._book_sent.get(key) == text:
+            sent = self._book_sent.get(key)
+            now = time.monotonic()
+            if sent is not None and sent[0] == text and now - sent[1] < self._config.book_resend_s:
                 continue
-            self._book_sent[key] = text
+            self._book_sent[key] = (text, now)
             await self.broadcast(sub, json.dumps(
                 {"channel": "l2Book", "data": {"coin": coin, "time": now_ms(), "levels": levels}}))
