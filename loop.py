@@ -123,12 +123,12 @@ class TradingLoop:
             self.prices.on_market_data()  # the stream is alive; a market is fresh only on its live trades
             trader = self.traders.get(event.coin)
             if trader is not None:
-                trader.on_book(event.bid, event.ask)
+                trader.quotes.on_bbo(event.bid, event.ask)
         elif kind is stream.L2Book:
             self.prices.on_market_data()
             trader = self.traders.get(event.coin)
             if trader is not None:
-                trader.on_l2book(event)
+                trader.quotes.on_l2book(event)
         elif kind is stream.Mids:
             self.prices.on_market_data()
         elif kind is stream.Connected:

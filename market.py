@@ -18,7 +18,7 @@ from typing import Callable, Literal
 from entries import Account, Entries
 from execution import Ioc, OrderExecutor
 from exits import ExitDecision, ExitRules, PositionView, TrailingStop
-from order_book import Book
+from order_book import Quotes
 from protection import Protection
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import MarketSettings
@@ -26,15 +26,13 @@ from sizing import RiskGuard
 from state import SavedPosition
 from state_writer import StateWriter
 from strategies import CandleSeries, Strategy, interval_ms
-from stream_events import L2Book, Trade
+from stream_events import Trade
 
 log = logging.getLogger("bot")
 
 PRICE_LOG_EVERY_S = 5.0        # `📡 Real-time price update` at most this often
 EXIT_RETRY_BASE_S = 0.5        # a failed exit is retried with backoff from this delay...
 EXIT_RETRY_MAX_S = 2.0         # ...up to this: the exchange may be back any moment
-BOOK_FRESH_S = 2.0             # a best bid/ask older than this no longer prices an exit
-DEPTH_FRESH_S = 10.0           # an l2Book older than this no longer fills paper orders (sent every 0.5-5 s)
 
 
 @dataclass
@@ -78,10 +76,7 @@ class MarketTrader:
         self.exit_failures = 0
         self.next_exit_attempt = 0.0
         self.last_price_log = 0.0
-        self.bid: Decimal | None = None  # the best bid and ask (`bbo`), and when they came
-        self.ask: Decimal | None = None
-        self.book_at = 0.0
-        self.book: Book | None = None  # the latest l2Book levels (subscribed in paper mode: paper fills walk them)
+        self.quotes = Quotes(clock)  # best bid/ask and levels: exits are priced from them, paper fills walk them
         self.trades_seen = 0
         self._last_trade_ms = 0  # newest trade time folded into the candles
         self._tids_at_last_ms: set[int] = set()  # trades of that millisecond already folded in
@@ -112,26 +107,6 @@ class MarketTrader:
         if not event.replay:
             self.last_market_data = self.clock()
             self.on_price(event.price, "websocket")
-
-    def on_book(self, bid: Decimal | None, ask: Decimal | None) -> None:
-        self.bid, self.ask, self.book_at = bid, ask, self.clock()
-
-    def on_l2book(self, event: L2Book) -> None:
-        self.book = Book.from_event(event, self.clock())
-
-    def fresh_book(self) -> Book | None:
-        """The latest l2Book if recent enough to fill a paper order on, else None."""
-        book = self.book
-        return book if book is not None and self.clock() - book.at <= DEPTH_FRESH_S else None
-
-    def exit_reference(self, price: Decimal, is_buy: bool) -> Decimal:
-        """What a marketable exit is priced from: the opposite side of a fresh book (what it will
-        actually meet) when it is worse than the last price, else the last price (the book's
-        message may lag the trade that moved it); the limit is then this moved by slippage_pct."""
-        touch = self.ask if is_buy else self.bid
-        if touch is None or self.clock() - self.book_at > BOOK_FRESH_S:
-            return price
-        return max(touch, price) if is_buy else min(touch, price)
 
     def on_rest_price(self, price: Decimal) -> None:
         self.candles.add_trade(price, Decimal(0), self.now_ms())
@@ -179,7 +154,7 @@ class MarketTrader:
         signal = ("%s exit signal %s: price %s crossed %s (entry %s, %s %s)", self.coin, decision.reason, price,
                   decision.trigger_price, pos.entry_px, pos.side, pos.size)
         reserved, self.exit_cloid = self.exit_cloid, None  # used once, whatever happens next
-        order = Ioc(self.coin, pos.is_buy_to_close, pos.size, self.exit_reference(price, pos.is_buy_to_close),
+        order = Ioc(self.coin, pos.is_buy_to_close, pos.size, self.quotes.exit_reference(price, pos.is_buy_to_close),
                     self.trading.slippage_pct, True, "exit", decision.reason)
         try:
             filled, avg_px = self.executor.send_ioc(order, reserved_cloid=reserved)

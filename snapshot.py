@@ -34,12 +34,13 @@ def market_view(trader: MarketTrader) -> dict[str, Any]:
 
 def book_view(trader: MarketTrader) -> dict[str, Any]:
     """The market's best bid and ask, the spread in basis points, and when they came (a stamp)."""
-    bid, ask = trader.bid, trader.ask
+    quotes = trader.quotes
+    bid, ask = quotes.bid, quotes.ask
     spread_bps = None
     if bid is not None and ask is not None and bid > 0:
         spread_bps = round(float((ask - bid) / ((ask + bid) / 2) * 10_000), 2)
     return {"bid": float(bid) if bid is not None else None, "ask": float(ask) if ask is not None else None,
-            "spread_bps": spread_bps, "book_at_s": trader.book_at if bid is not None or ask is not None else None}
+            "spread_bps": spread_bps, "book_at_s": quotes.bbo_at if bid is not None or ask is not None else None}
 
 
 def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_depth: int, thread_restarts: int,

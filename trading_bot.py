@@ -182,7 +182,7 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
                      account, stop_event)
     loop.signer = signer.address
     if settings.dry_run:  # paper fills walk each market's latest l2Book
-        exchange.book_of = lambda coin: loop.traders[coin].fresh_book() if coin in loop.traders else None
+        exchange.book_of = lambda coin: loop.traders[coin].quotes.fresh_book() if coin in loop.traders else None
     if ws_client is not None:
         cleanup.append(lambda: loop.ws.stop() if loop.ws is not None else None)  # the thread the loop has now
     for trader in loop.traders.values():

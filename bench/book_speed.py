@@ -3,9 +3,9 @@
 Frames are the simulator's own (20 levels a side, BTC around 50,000, a different book each time),
 as the exchange sends them. Figures, each the median (min-max) over the rounds:
 - `frames_per_s`: frames through parse_frame (the socket thread's share) and the market keeping
-  the book (MarketTrader.on_l2book, the main thread's share), one after the other on one thread;
+  the book (Quotes.on_l2book, the main thread's share), one after the other on one thread;
 - `parse_us_per_frame`: parse_frame alone, per frame;
-- `keep_us_per_frame`: MarketTrader.on_l2book alone (the levels into an order_book.Book), per frame;
+- `keep_us_per_frame`: Quotes.on_l2book alone (the levels into an order_book.Book), per frame;
 - `walk_us`: one paper order walking five levels of such a book (order_book.walk).
 
     python bench/book_speed.py [--frames N] [--rounds R]
@@ -21,7 +21,6 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hyperliquid_sim.engine import Engine  # noqa: E402
-from market import MarketTrader  # noqa: E402
-from order_book import walk  # noqa: E402
+from order_book import Quotes, walk  # noqa: E402
 from stream_events import L2Book, parse_frame  # noqa: E402
 
 
@@ -52,8 +50,8 @@ def summary(values: list[float], digits: int) -> dict[str, float]:
 
 def measure(frame_count: int = 2000, rounds: int = 5) -> dict[str, Any]:
     texts = frames(frame_count)
-    market = SimpleNamespace(clock=time.monotonic, book=None)  # what on_l2book touches of a MarketTrader
-    keep = MarketTrader.on_l2book
+    market = Quotes(time.monotonic)  # a market's quotes, as MarketTrader keeps them
+    keep = Quotes.on_l2book
     events = [e for t in texts for e in parse_frame(t, 0).events if type(e) is L2Book]
     assert len(events) == frame_count
     rates, parse_us, keep_us, walk_us = [], [], [], []

@@ -218,7 +218,7 @@ def test_without_a_fresh_book_the_exit_is_priced_from_the_last_trade(sim: SimSer
     try:
         sim.set_price("BTC", "50000")
         wait_until(lambda: h.trader.position is not None, 10, h.step)
-        h.trader.bid, h.trader.book_at = D("49000"), h.bot.clock() - 60  # a minute old: not a price
+        h.trader.quotes.bid, h.trader.quotes.bbo_at = D("49000"), h.bot.clock() - 60  # a minute old: not a price
         h.bot.handle(ev.Trade("BTC", D("49400"), D("0.001"), "sell", 4 * 10**12, 10**12, 0))  # a later trade than any the sim printed
         assert D(orders_sent(sim)[-1]["action"]["orders"][0]["p"]) == D("49153")  # 49400 less 0.5 %
     finally:

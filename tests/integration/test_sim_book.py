@@ -111,8 +111,8 @@ def test_a_paper_bot_on_a_thin_book_walks_two_levels_and_books_the_average(tmp_p
     h = make_bot(sim, tmp_path, dry_run=True)
     h.trader.entries.strategy = strategy = LongWhenAsked()
     try:
-        wait_until(lambda: h.trader.book is not None, 5, h.step)  # the l2Book snapshot after subscribing
-        assert h.trader.book.asks[0] == (D("50005"), D("0.002")) and h.trader.position is None
+        wait_until(lambda: h.trader.quotes.book is not None, 5, h.step)  # the l2Book snapshot after subscribing
+        assert h.trader.quotes.book.asks[0] == (D("50005"), D("0.002")) and h.trader.position is None
         strategy.go = True
         sim.set_price("BTC", "50000")
         wait_until(lambda: h.trader.position is not None, 10, h.step)
