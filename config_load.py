@@ -2,17 +2,19 @@
 
 Owns: the config schema (keys and their checks; INTERFACES.md is the contract, defaults live on
 the dataclasses in settings.py), unknown keys refused, the `markets` section over the top-level
-defaults, cross-field rules, reading `.json`/`.yaml`/`.yml` files, and loading the private key
-from an environment variable or an owner-only file.
+defaults, cross-field rules (each market's strategy checked against the strategy's declared
+parameters among them), and reading `.json`/`.yaml`/`.yml` files (a key given twice in one
+object, or an empty file, is an error). The private key is private_key.py's (`load_private_key`
+is re-exported here).
 Must not: start anything, log a secret, or accept a key it does not know (a misspelt key is an
-error, never silently ignored). Every error is a `ConfigError` naming the key, the value and what
-was expected; `trading_bot.py` prints it as `config: <message>` and exits 2.
+error, never silently ignored). Every error is a `ConfigError` (config_errors.py) naming the key,
+the value and what was expected, with key-length hex strings masked; `trading_bot.py` prints it
+as `config: <message>` and exits 2.
 """
 from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,16 +22,15 @@ from typing import Any, Mapping
 import yaml
 
 from config_checks import Bad, Check, address, boolean, coin, decimal, env_name, mapping, number, one_of, text
+from config_errors import ConfigError, quote_path as _quote_path, show_value as _show
+from private_key import load_private_key  # noqa: F401 - part of the loader's interface
 from settings import (AccountSettings, ApiSettings, HealthSettings, LoggingSettings, MarketSettings, RiskSettings,
                       Settings, SimulatorSettings, StateSettings, StrategySettings, TradingSettings,
                       WebSocketSettings)
+from strategies import StrategyParamError, check_strategy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CANDLE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d")
-
-
-class ConfigError(ValueError):
-    """A config problem, phrased for a person: `<key> must be <expectation>, got <value>`."""
 
 
 # The schema: section -> key -> check. Defaults live on the dataclasses (settings.py).
@@ -108,20 +109,6 @@ TOP_LEVEL: dict[str, Check] = {
     "dry_run": boolean,
 }
 _SECRET_LOOKING = ("private_key", "secret", "mnemonic", "seed_phrase")
-
-
-def _show(value: Any) -> str:
-    """How a bad value is quoted in a message: JSON-ish, short, never a long secret-looking blob."""
-    try:
-        shown = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _quote_path(path: Any) -> str:
-    """Paths are quoted whole: a truncated path helps nobody find the file."""
-    return json.dumps(str(path))
 
 
 def _fail(key: str, expectation: str, value: Any, secret: bool = False) -> ConfigError:
@@ -219,8 +206,11 @@ def _market(coin_name: str, body: Any, s: Settings) -> MarketSettings:
         part = body.get(section) or {}
         if not isinstance(part, dict):
             raise _fail(f"{where}.{section}", "an object", part)
+        base = getattr(s, section)
+        if section == "strategy" and part.get("name", base.name) != base.name and "params" not in part:
+            base = replace(base, params={})  # parameters belong to their strategy: another one starts afresh
         cls, checks = SECTIONS[section]
-        parts[section] = _section(f"{where}.{section}", cls, checks, part, base=getattr(s, section))
+        parts[section] = _section(f"{where}.{section}", cls, checks, part, base=base)
     return MarketSettings(coin_name, parts["trading"], parts["strategy"])
 
 
@@ -255,10 +245,30 @@ def _check_market(s: Settings, market: MarketSettings, prefix: str) -> None:
     if tr.stop_loss_pct is not None and tr.stop_loss_pct * tr.leverage >= 100:
         raise ConfigError(f"{prefix}trading.stop_loss_pct must be below 100 / leverage ({100 / tr.leverage:g}) "
                           f"or the stop sits past liquidation, got {tr.stop_loss_pct}")
+    _check_strategy(market, prefix)
     if market.strategy.name == "always_long" and s.network == "mainnet" and not s.dry_run:
         raise ConfigError(f'{prefix}strategy.name "always_long" is a demo (it buys whenever flat): not with '
                           'real money; use it on local or testnet, or set dry_run: true, got "always_long" '
                           'on mainnet')
+
+
+def _check_strategy(market: MarketSettings, prefix: str) -> None:
+    """The strategy exists and takes these parameters (its own schema: strategies.py)."""
+    strategy = market.strategy
+    try:
+        check_strategy(strategy.name, strategy.params)
+    except StrategyParamError as exc:
+        if exc.param is None:
+            raise ConfigError(f"{prefix}strategy.name must be one of the registered strategies ({exc.expectation}), "
+                              f"got {_show(exc.value)}") from None
+        if not exc.param:
+            raise ConfigError(f"{prefix}strategy.params must be parameters {exc.strategy} accepts "
+                              f"({exc.expectation}), got {_show(exc.value)}") from None
+        key = f"{prefix}strategy.params.{exc.param}"
+        if exc.unknown:
+            raise ConfigError(f"{key} is not a parameter of strategy {exc.strategy}; expected one of: "
+                              f"{exc.expectation.removeprefix('accepted: ')}") from None
+        raise ConfigError(f"{key} must be {exc.expectation}, got {_show(exc.value)}") from None
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
@@ -276,11 +286,17 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
                           f"({exc.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"--config must be UTF-8 text, got {_quote_path(p)}") from None
+    if not text_.strip():
+        raise ConfigError(f"{_quote_path(p)} must hold the settings, got an empty file")
     try:
         if suffix == ".json":
-            raw = json.loads(text_)
+            raw = json.loads(text_, object_pairs_hook=_unique_keys)
         else:
-            raw = yaml.safe_load(text_)
+            raw = yaml.load(text_, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _RepeatedKey as exc:
+        where = f" (line {exc.line})" if exc.line else ""
+        raise ConfigError(f"{_quote_path(p)} must give each key once, got {_show(exc.key)} twice in one "
+                          f"object{where}; the second would silently win") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p} must be valid JSON, got an error at line {exc.lineno} "
                           f"column {exc.colno}: {exc.msg}") from None
@@ -289,9 +305,45 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "unparseable"
         raise ConfigError(f"{p} must be valid YAML, got an error{where}: {problem}") from None
-    if raw is None:
-        raw = {}
+    if raw is None and suffix != ".json":  # JSON's null is refused as any non-object is
+        raise ConfigError(f"{_quote_path(p)} must hold the settings, got only comments")
     return with_paths_from(settings_from_dict(raw, source=str(p)), p.resolve().parent)
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: Any, line: int | None = None) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: an object that repeats a key is refused (json keeps the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a mapping repeating a key (PyYAML keeps the last). Keys a merge
+    (`<<`) brings in may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:
+                continue  # unhashable: SafeLoader's own error says so
+            if repeated:
+                raise _RepeatedKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def with_paths_from(settings: Settings, folder: Path) -> Settings:
@@ -303,40 +355,3 @@ def with_paths_from(settings: Settings, folder: Path) -> Settings:
                    state=replace(settings.state, path=absolute(settings.state.path)),
                    logging=replace(settings.logging, file=absolute(settings.logging.file)),
                    account=replace(settings.account, private_key_file=absolute(settings.account.private_key_file)))
-
-
-# ---- private key --------------------------------------------------------------------------
-
-def _parse_key(text_: str, where: str) -> bytes:
-    raw = text_.strip()
-    if raw.startswith(("0x", "0X")):
-        raw = raw[2:]
-    try:
-        key = bytes.fromhex(raw)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        # Never echo the content: it may be a real key with a typo.
-        raise ConfigError(f"{where} must hold a 32-byte hex private key, got a value that is not one")
-    return key
-
-
-def load_private_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes | None:
-    """The private key from the env var or the owner-only key file; None if neither is set."""
-    env = os.environ if environ is None else environ
-    account = settings.account
-    if account.private_key_file:
-        path = Path(account.private_key_file)
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise ConfigError(f"account.private_key_file must name an existing file, "
-                              f"got {_quote_path(path)} (not found)") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"account.private_key_file must be readable by its owner only "
-                              f"(chmod 600), got {_quote_path(path)} with mode {stat.filemode(mode)}")
-        return _parse_key(path.read_text(encoding="utf-8"), "account.private_key_file")
-    value = env.get(account.private_key_env)
-    if value:
-        return _parse_key(value, f"environment variable {account.private_key_env}")
-    return None

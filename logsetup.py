@@ -1,7 +1,8 @@
 """Logging handlers for the bot process: console and a size-rotated `logs/bot.log`.
 
-Owns: handler installation (called once, by trading_bot.py only) and the rate limiter that keeps
-repeated warnings from flooding the log. Must not: be called from library modules (they only do
+Owns: handler installation (called once, by trading_bot.py only), the formatter that masks
+key-length hex strings in every line (a key or signature never reaches a log), and the rate
+limiter that keeps repeated warnings from flooding the log. Must not: be called from library modules (they only do
 `logging.getLogger(component)`).
 """
 from __future__ import annotations
@@ -13,9 +14,17 @@ import threading
 import time
 from pathlib import Path
 
+from config_errors import mask_secrets
 from settings import LoggingSettings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class MaskingFormatter(logging.Formatter):
+    """The standard line, with key-length hex strings masked (exception text included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
 
 
 def setup_logging(config: LoggingSettings) -> None:
@@ -26,7 +35,7 @@ def setup_logging(config: LoggingSettings) -> None:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(config.level)
-    formatter = logging.Formatter(FORMAT)
+    formatter = MaskingFormatter(FORMAT)
     path = Path(config.file)
     path.parent.mkdir(parents=True, exist_ok=True)
     file_handler = logging.handlers.RotatingFileHandler(

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import stream_events as stream
+from banner import StatusTimer, log_shutdown
 from entries import account_refusal
 from execution import OrderExecutor
 from hyperliquid_websocket import HyperliquidWebSocketClient
@@ -66,6 +67,7 @@ class TradingLoop:
         self.next_fills_poll = 0.0
         self.entry_slots = 1
         self.last_publish = 0.0
+        self.status_timer = StatusTimer(self, clock)  # the status line, every minute
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
 
@@ -157,6 +159,7 @@ class TradingLoop:
         for trader in self.traders.values():
             for timer in trader.timers:
                 self._run_timer(timer, now, trader.coin)
+        self._run_timer(self.status_timer, now)  # the status line, every minute (banner.py)
         for timer in (self.executor.lookup_timer, self.reconciler.timer, self._fills_timer, self._state_timer,
                       self._stream_timer, self._publish_timer):
             self._run_timer(timer, now)
@@ -301,3 +304,4 @@ class TradingLoop:
             log.error("stopping: %d state write(s) could not be saved (%s); the next start reconciles with "
                       "the exchange", self.store.pending, self.store.error)
         self.publish_health()
+        log_shutdown(self.traders.values(), self.reconciler.unmanaged)

@@ -1,29 +1,35 @@
-"""Entry strategies and the candles they read (pure; no I/O, no clock, no logging).
+"""Entry strategies (pure; no I/O, no clock, no logging).
 
-Owns: `CandleSeries` (candles built from trades, warm-up from history), the `Strategy` protocol,
-the built-in strategies and their registry. (`Candle` and its parser are wire types: `wire`.)
+Owns: the `Strategy` protocol, the built-in strategies, their registry and their declared
+parameters (`Param`, `check_strategy`: what a config may give each strategy, checked before the
+bot starts). The candles they read are candles.py's (`CandleSeries`, re-exported here).
 Must not: send orders, size positions or decide exits (exits.py, sizing.py do); read a clock
 (time comes with each trade); keep references to the caller's lists.
 
-Adding a strategy (one file, this one, or any module imported before the bot builds its
-strategy): write a class with a `name` attribute and an `on_candles` method, decorate it with
-`@register("my_name")`, and select it in the config with `strategy.name: my_name`; the keys of
-`strategy.params` are passed to its constructor as keyword arguments and an unknown or invalid
-one is a ValueError naming it:
+Adding a strategy (one file, this one, or any module imported before the config is loaded):
+write a class with a `name` attribute and an `on_candles` method, decorate it with
+`@register("my_name")`, and select it in the config with `strategy.name: my_name`. Declare its
+parameters in `PARAMS` (type, default, bounds) and, for rules across parameters, a
+`check_params(values)` static method: `--check-config` and every start check `strategy.params`
+against them before anything is sent, and the error names the parameter
+(`strategy.params.lookback must be an integer >= 2, got 1`). The checked values, defaults filled
+in, are passed to the constructor as keyword arguments:
 
     @register("breakout")
     class Breakout:
         name = "breakout"
+        PARAMS = {"lookback": Param(int, 20, minimum=2)}
 
         def __init__(self, lookback: int = 20) -> None:
-            if lookback < 2:
-                raise ValueError(f"lookback must be >= 2, got {lookback}")
-            self.lookback = lookback
+            self.lookback = resolve_params(Breakout, {"lookback": lookback})["lookback"]
 
         def on_candles(self, candles, price, has_position):
             if has_position or len(candles) < self.lookback:
                 return None
             return "long" if price > max(c.high for c in candles[-self.lookback:]) else None
+
+(A class without `PARAMS` still works: its constructor's keyword arguments are the accepted
+parameters, and building it is the check, so its constructor must stay pure.)
 
 A strategy sees CLOSED candles only (the forming candle changes until it closes) and the
 current price; it returns "long", "short" or None.
@@ -31,169 +37,15 @@ current price; it returns "long", "short" or None.
 from __future__ import annotations
 
 import inspect
-import re
-from collections import deque
+import math
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
-from wire import Candle, parse_candle
+from candles import CandleSeries, interval_ms  # noqa: F401 - re-exported: what strategies read
+from wire import Candle
 
 Signal = Literal["long", "short"] | None
-
-_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def interval_ms(interval: str) -> int:
-    """Length of a candle interval name ("1m", "15m", "4h", "1d", "1w") in milliseconds."""
-    match = re.fullmatch(r"([1-9][0-9]*)([mhdw])", interval) if isinstance(interval, str) else None
-    if match is None:
-        raise ValueError(f"candle interval must look like 1m, 15m, 1h, 1d or 1w, got {interval!r}")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-# ---- candles --------------------------------------------------------------------------------
-
-def _flat(open_time_ms: int, price: Decimal) -> Candle:
-    return Candle(open_time_ms, price, price, price, price, Decimal(0))
-
-
-class CandleSeries:
-    """Candles of one interval built from trades (mutable; one owner thread).
-
-    `add_trade` updates the forming candle, or closes it and opens a new one when a trade falls in
-    a later interval; intervals with no trade are filled with flat candles at the last close
-    (volume 0). A trade older than the forming candle is ignored (closed candles never change) and
-    counted in `late_trades`. At most `maxlen` closed candles are kept.
-    """
-
-    def __init__(self, interval_ms: int, maxlen: int) -> None:
-        if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms <= 0:
-            raise ValueError(f"interval_ms must be an integer > 0, got {interval_ms!r}")
-        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
-            raise ValueError(f"maxlen must be an integer >= 1, got {maxlen!r}")
-        self.interval_ms = interval_ms
-        self.maxlen = maxlen
-        self._closed: deque[Candle] = deque(maxlen=maxlen)
-        self._current: Candle | None = None
-        self._closed_count = 0
-        self.late_trades = 0
-
-    def _bucket(self, time_ms: int) -> int:
-        return time_ms - time_ms % self.interval_ms
-
-    def _close_current_until(self, next_open_ms: int) -> int:
-        """Close the forming candle and flat-fill every interval before next_open_ms."""
-        current = self._current
-        assert current is not None
-        self._closed.append(current)
-        gap = (next_open_ms - current.open_time_ms) // self.interval_ms - 1
-        # Only the last `maxlen` fillers can survive in the deque; count them all.
-        first = max(1, gap - self.maxlen + 1)
-        for k in range(first, gap + 1):
-            self._closed.append(_flat(current.open_time_ms + k * self.interval_ms, current.close))
-        self._closed_count += 1 + gap
-        self._current = None
-        return 1 + gap
-
-    def add_trade(self, price: Decimal, size: Decimal, time_ms: int) -> int:
-        """Fold one trade in; return how many candles it closed (0 while in the same interval)."""
-        bucket = self._bucket(time_ms)
-        current = self._current
-        if current is None:
-            last = self._closed[-1] if self._closed else None
-            if last is not None and bucket <= last.open_time_ms:
-                self.late_trades += 1
-                return 0
-            closed = 0
-            if last is not None and bucket > last.open_time_ms + self.interval_ms:
-                # After a load whose candles all closed: fill the gap from the last close.
-                self._current = _flat(last.open_time_ms + self.interval_ms, last.close)
-                closed = self._close_current_until(bucket)
-            self._current = Candle(bucket, price, price, price, price, size)
-            return closed
-        if bucket == current.open_time_ms:
-            self._current = Candle(bucket, current.open, max(current.high, price), min(current.low, price),
-                                   price, current.volume + size)
-            return 0
-        if bucket < current.open_time_ms:
-            self.late_trades += 1
-            return 0
-        closed = self._close_current_until(bucket)
-        self._current = Candle(bucket, price, price, price, price, size)
-        return closed
-
-    def load(self, candles: Iterable[Candle | Mapping[str, Any]], now_ms: int | None = None) -> None:
-        """Warm up from history (Candles or raw `candleSnapshot` elements), merged with what the
-        series already holds (live candles win on the same interval). Gaps are flat-filled.
-
-        The newest candle becomes the forming one when it has not ended by `now_ms`, or always
-        when `now_ms` is None (a snapshot up to "now" ends with the forming candle).
-        """
-        by_time: dict[int, Candle] = {}
-        for item in candles:
-            candle = item if isinstance(item, Candle) else parse_candle(item)
-            if candle.open_time_ms % self.interval_ms:
-                raise ValueError(f"candle at {candle.open_time_ms} is not aligned to the "
-                                 f"{self.interval_ms} ms interval")
-            by_time[candle.open_time_ms] = candle
-        known_before = {c.open_time_ms for c in self._closed}
-        for candle in self._closed:
-            by_time[candle.open_time_ms] = candle
-        if self._current is not None:
-            by_time[self._current.open_time_ms] = self._current
-            # history newer than the live forming candle cannot be right; drop it
-            by_time = {t: c for t, c in by_time.items() if t <= self._current.open_time_ms}
-        if not by_time:
-            return
-        ordered = [by_time[t] for t in sorted(by_time)]
-        newest = ordered[-1]
-        forming = self._current is not None or now_ms is None \
-            or newest.open_time_ms + self.interval_ms > now_ms
-        self._closed.clear()
-        self._current = None
-        previous: Candle | None = None
-        added = 0
-        for candle in ordered[:-1] if forming else ordered:
-            if previous is not None:
-                for t in range(previous.open_time_ms + self.interval_ms, candle.open_time_ms, self.interval_ms):
-                    self._closed.append(_flat(t, previous.close))
-                    added += t not in known_before
-            self._closed.append(candle)
-            added += candle.open_time_ms not in known_before
-            previous = candle
-        if forming:
-            if previous is not None and newest.open_time_ms > previous.open_time_ms + self.interval_ms:
-                for t in range(previous.open_time_ms + self.interval_ms, newest.open_time_ms, self.interval_ms):
-                    self._closed.append(_flat(t, previous.close))
-                    added += t not in known_before
-            self._current = newest
-        self._closed_count += added
-
-    def closed(self) -> list[Candle]:
-        """The closed candles, oldest first (a copy)."""
-        return list(self._closed)
-
-    def closes(self, include_forming: bool = False) -> list[Decimal]:
-        """Close prices of the closed candles, plus the forming candle's last price if asked."""
-        out = [c.close for c in self._closed]
-        if include_forming and self._current is not None:
-            out.append(self._current.close)
-        return out
-
-    @property
-    def current(self) -> Candle | None:
-        """The forming candle (its close is the last trade price), or None before any trade."""
-        return self._current
-
-    @property
-    def closed_count(self) -> int:
-        """How many candles have closed so far (monotone; not capped by maxlen): compare it with a
-        previous reading to know whether a new candle closed."""
-        return self._closed_count
-
-    def __len__(self) -> int:
-        return len(self._closed)
-
 
 # ---- strategies -----------------------------------------------------------------------------
 
@@ -221,20 +73,115 @@ def register(name: str) -> Callable[[_T], _T]:
     return add
 
 
-def build_strategy(name: str, params: Mapping[str, Any]) -> Strategy:
-    """The strategy `name` built with `params`; ValueError naming an unknown strategy or parameter."""
+# ---- parameters ---------------------------------------------------------------------------
+
+class StrategyParamError(ValueError):
+    """A strategy name or parameter the strategy refuses. `param` is the parameter's name (None:
+    the strategy's name itself); `unknown` says the name is not one the strategy knows at all;
+    `expectation` and `value` say what was wanted and what came (`param` "": the parameters as a
+    whole, refused by the constructor of a strategy that declares none). The config loader turns the
+    fields into `strategy.params.<param> must be <expectation>, got <value>`."""
+
+    def __init__(self, strategy: str, param: str | None, expectation: str, value: Any,
+                 unknown: bool = False) -> None:
+        self.strategy, self.param, self.expectation, self.value, self.unknown = \
+            strategy, param, expectation, value, unknown
+        if param is None:
+            text = f"unknown strategy {value!r} ({expectation})"
+        elif not param:  # the parameters as a whole (a strategy without declared ones refused them)
+            text = f"strategy {strategy}: {expectation}"
+        elif unknown:
+            text = f"strategy {strategy}: unknown parameter {param!r} ({expectation})"
+        else:
+            text = f"strategy {strategy}: {param} must be {expectation}, got {value!r}"
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared strategy parameter: its type (int, float, bool or str), default and bounds."""
+
+    kind: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def expectation(self) -> str:
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        bounds = ([f">= {self.minimum:g}"] if self.minimum is not None else []) + \
+            ([f"<= {self.maximum:g}"] if self.maximum is not None else [])
+        return " and ".join([words + (" " + bounds[0] if bounds else "")] + bounds[1:])
+
+    def check(self, value: Any) -> Any:
+        """The value, converted (an integer is a valid float); ValueError(expectation) if not one."""
+        ok = (isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))) \
+            or (self.kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if self.kind is float and ok and not math.isfinite(value):
+            ok = False
+        if ok and self.minimum is not None and value < self.minimum:
+            ok = False
+        if ok and self.maximum is not None and value > self.maximum:
+            ok = False
+        if not ok:
+            raise ValueError(self.expectation)
+        return float(value) if self.kind is float else value
+
+
+def resolve_params(cls: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` checked against `cls.PARAMS` and `cls.check_params`, defaults filled in
+    (StrategyParamError naming the first bad parameter)."""
+    name = getattr(cls, "name", cls.__name__)
+    schema: Mapping[str, Param] = cls.PARAMS
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in schema:
+            accepted = ", ".join(schema) or "none"
+            raise StrategyParamError(name, key, f"accepted: {accepted}", value, unknown=True)
+        try:
+            values[key] = schema[key].check(value)
+        except ValueError as exc:
+            raise StrategyParamError(name, key, str(exc), value) from None
+    for key, param in schema.items():
+        values.setdefault(key, param.default)
+    rule = getattr(cls, "check_params", None)
+    if rule is not None:
+        rule(values)
+    return values
+
+
+def check_strategy(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters `name` would be built with (StrategyParamError naming what is wrong): what
+    `--check-config` and a start check before anything is sent."""
     factory = STRATEGIES.get(name)
     if factory is None:
-        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(sorted(STRATEGIES))})")
+        raise StrategyParamError(name, None, f"known: {', '.join(sorted(STRATEGIES))}", name)
+    if hasattr(factory, "PARAMS"):
+        return resolve_params(factory, params)
+    # No declared schema: the constructor's keyword arguments are the parameters, building it the check.
     signature = inspect.signature(factory).parameters.values()
     accepted = [p.name for p in signature if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     open_ended = any(p.kind is p.VAR_KEYWORD for p in signature)
     for key in params:
         if key not in accepted and not open_ended:
-            raise ValueError(f"strategy {name}: unknown parameter {key!r} "
-                             f"(accepted: {', '.join(accepted) if accepted else 'none'})")
+            raise StrategyParamError(name, key, f"accepted: {', '.join(accepted) if accepted else 'none'}",
+                                     params[key], unknown=True)
     try:
-        return factory(**params)
+        factory(**params)
+    except StrategyParamError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise StrategyParamError(name, "", str(exc), dict(params)) from exc
+    return dict(params)
+
+
+def build_strategy(name: str, params: Mapping[str, Any]) -> Strategy:
+    """The strategy `name` built with `params`; ValueError naming an unknown strategy or parameter."""
+    values = check_strategy(name, params)
+    try:
+        return STRATEGIES[name](**values)
+    except StrategyParamError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ValueError(f"strategy {name}: {exc}") from exc
 
@@ -256,14 +203,6 @@ def ema(values: Sequence[Decimal], period: int) -> list[Decimal | None]:
     return out
 
 
-def _int_param(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
 @register("ema_cross")
 class EmaCross:
     """Long when the fast EMA crosses above the slow EMA, short when it crosses below, computed on
@@ -276,12 +215,16 @@ class EmaCross:
     """
 
     name = "ema_cross"
+    PARAMS = {"fast": Param(int, 9, minimum=1), "slow": Param(int, 21, minimum=2)}
+
+    @staticmethod
+    def check_params(values: Mapping[str, Any]) -> None:
+        if values["fast"] >= values["slow"]:
+            raise StrategyParamError("ema_cross", "fast", f"< slow ({values['slow']})", values["fast"])
 
     def __init__(self, fast: int = 9, slow: int = 21) -> None:
-        self.fast = _int_param("fast", fast, 1)
-        self.slow = _int_param("slow", slow, 2)
-        if self.fast >= self.slow:
-            raise ValueError(f"fast must be < slow, got fast={fast} slow={slow}")
+        values = resolve_params(EmaCross, {"fast": fast, "slow": slow})
+        self.fast, self.slow = values["fast"], values["slow"]
         self._reported_ms: int | None = None
 
     def cross(self, closes: Sequence[Decimal]) -> Signal:
@@ -315,6 +258,7 @@ class AlwaysLong:
     """Long whenever flat (demos and smoke tests): the quickest way to see a full trade cycle."""
 
     name = "always_long"
+    PARAMS: Mapping[str, Param] = {}
 
     def on_candles(self, candles: Sequence[Candle], price: Decimal, has_position: bool) -> Signal:
         return None if has_position else "long"

@@ -7,7 +7,8 @@ account over REST with a few quick tries, leverage per market, candle warm-up, t
 health threads), building the parts (docs/ARCHITECTURE.md) and running the loop until SIGINT or
 SIGTERM, then the shutdown steps in reverse order.
 Must not: trade (loop.py and market.py do), or print a key: a bad config or setup is one line and
-exit status 2.
+exit status 2. What can be known before anything is signed is checked first, the same for
+`--check-config [--online]` and a start (preflight.py); `--version` prints the version.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from banner import log_banner
 from config_load import ConfigError, load_private_key, load_settings
 from execution import OrderExecutor
 from health_server import HealthServer
@@ -34,6 +36,7 @@ from logsetup import setup_logging
 from loop import TradingLoop
 from market import MarketTrader
 from paper import PaperExchange
+from preflight import StartError, check_authority, check_exchange, check_offline, check_online
 from protection import Protection
 from reconcile import Reconciler
 from rest_errors import HyperliquidError
@@ -44,6 +47,7 @@ from report import format_report, journal_report
 from state import InstanceLock, StateError, StateStore
 from state_writer import StateWriter
 from strategies import build_strategy, interval_ms
+from version import __version__
 from wire import Meta
 
 log = logging.getLogger("bot")
@@ -55,6 +59,10 @@ def wall_ms() -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="trading_bot.py", description="hlbot: a Hyperliquid trading bot")
+    parser.add_argument("--version", action="version", version=f"hlbot {__version__}")
+    parser.add_argument("--online", action="store_true",
+                        help="with --check-config: also ask the exchange (coins, leverage, the key's authority; "
+                             "nothing signed)")
     parser.add_argument("--config", required=True, help="path to a .json, .yaml or .yml config")
     parser.add_argument("--dry-run", action="store_true", help="paper trading whatever the config says")
     parser.add_argument("--check-config", action="store_true",
@@ -66,21 +74,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # state, journal and logs are the owner's alone (positions, fills, addresses)
     args = parse_args(argv)
+    if args.online and not args.check_config:
+        print("--online goes with --check-config", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(args.config)
         if args.dry_run:
             settings = with_dry_run(settings)
         key = load_private_key(settings)
+        notes = [] if args.report else check_offline(settings, key)
     except ConfigError as exc:
         print(f"config: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(json.dumps(resolved_view(settings, key is not None), indent=2))
-        return 0
+        return check_config(settings, key, notes, args.online)
     if args.report:
         return print_report(settings)
     setup_logging(settings.logging)
     return run_bot(settings, key)
+
+
+def check_config(settings: Settings, key: bytes | None, notes: list[str], online: bool) -> int:
+    """`--check-config`: the offline checks passed; with `online`, ask the exchange too (nothing
+    signed), then print the resolved settings. 0 valid, 2 not (1: the exchange did not answer)."""
+    if online:
+        cleanup: list[Callable[[], None]] = []
+        try:
+            rest_url, _ = _endpoints(settings, cleanup)
+            signer = L1Signer(key or secrets.token_bytes(32), is_mainnet=settings.is_mainnet).address
+            check_online(settings, rest_url, signer, threading.Event())
+        except StartError as exc:
+            print(exc, file=sys.stderr)
+            return exc.code
+        finally:
+            for step in reversed(cleanup):
+                step()
+    view = resolved_view(settings, key is not None)
+    view["checks"] = {"version": __version__, "offline": "passed", "notes": notes,
+                      "online": "passed" if online else "not run (add --online to ask the exchange)"}
+    print(json.dumps(view, indent=2))
+    return 0
 
 
 def print_report(settings: Settings) -> int:
@@ -144,14 +177,6 @@ def run_bot(settings: Settings, key: bytes | None) -> int:
                 log.exception("shutdown step failed")
 
 
-class StartError(Exception):
-    """Start-up cannot go on; `code` is the exit status (1 exchange unreachable, 2 bad setup)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_event: threading.Event,
               cleanup: list[Callable[[], None]]) -> TradingLoop:
     """Wire everything up to, not including, starting the WebSocket and health threads.
@@ -166,8 +191,9 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
                                  exchange_deadline_s=api.exchange_timeout_s, expires_after_s=api.order_expires_after_s,
                                  vault_address=settings.account.vault_address)
     cleanup.append(rest.close)
-    meta = _check_exchange(settings, rest, account, stop_event)
-    _check_authority(settings, rest, signer.address, stop_event)
+    log_banner(settings, account, signer.address, rest_url, ws_url)
+    meta = check_exchange(settings, rest, account, stop_event)
+    check_authority(settings, rest, signer.address, stop_event)
     try:
         store.bind(account, settings.network)
     except StateError as exc:
@@ -252,46 +278,6 @@ def _signer(settings: Settings, key: bytes | None) -> L1Signer:
     return signer
 
 
-def _check_authority(settings: Settings, rest: HyperliquidRestClient, signer: str,
-                     stop_event: threading.Event) -> None:
-    """The key may trade for the account: it is the account, or an API wallet the account approved
-    (`extraAgents`). Otherwise exit 2 naming both, before anything is signed."""
-    master = settings.account.address
-    if master is None or master.lower() == signer.lower():
-        if settings.account.vault_address:
-            log.info("trading for vault %s, signed by %s (the exchange refuses orders if it does not lead it)",
-                     settings.account.vault_address, signer)
-        return
-    try:
-        agents = _at_start(lambda: rest.extra_agents(master), stop_event)
-    except HyperliquidError as exc:
-        raise StartError(1, f"cannot ask the exchange which API wallets {master} approved: {exc}") from exc
-    now = wall_ms()
-    if not any(a.address.lower() == signer.lower() and a.valid_at(now) for a in agents):
-        raise StartError(2, f"account: the key's address {signer} may not trade for account {master}: it is not "
-                            "an API wallet the account approved (or its approval expired); approve it on the exchange "
-                            "first, or set account.address to the key's own account")
-    log.info("API wallet %s trades for account %s", signer, master)
-
-
-def _check_exchange(settings: Settings, rest: HyperliquidRestClient, address: str,
-                    stop_event: threading.Event) -> Meta:
-    """The exchange answers, lists every market's coin, and knows the account."""
-    try:
-        meta = _at_start(rest.meta, stop_event)
-    except HyperliquidError as exc:
-        raise StartError(1, f"cannot reach the exchange at {rest.base_url}: {exc}") from exc
-    for coin in settings.coins:
-        if coin not in meta.assets:
-            raise StartError(2, f"symbol {coin} is not listed on {settings.network}")
-    try:
-        account = _at_start(lambda: rest.clearinghouse_state(address), stop_event)
-        log.info("account value %s USDC, %d open position(s)", account.account_value, len(account.positions))
-    except HyperliquidError as exc:
-        raise StartError(1, f"cannot read the account at {rest.base_url}: {exc}") from exc
-    return meta
-
-
 def _strategies(settings: Settings) -> dict[str, Any]:
     out = {}
     for market in settings.markets:
@@ -342,11 +328,12 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
         health = HealthServer(settings.health.host, settings.health.port, loop.health_snapshot)
         try:
             health.start()
-            cleanup.append(health.stop)
-            log.info("health endpoint on http://%s:%d/health", settings.health.host, health.port)
-        except OSError as exc:
-            log.error("health endpoint not started on %s:%d: %s", settings.health.host,
-                      settings.health.port, exc)
+        except OSError as exc:  # taken since the check: a monitor would ask another program
+            log.error("health.port must be a port free on %s, got %d (%s); not trading", settings.health.host,
+                      settings.health.port, exc.strerror or exc)
+            return 2
+        cleanup.append(health.stop)
+        log.info("health endpoint on http://%s:%d/health", settings.health.host, health.port)
     if loop.ws is not None:
         loop.ws.start()
     else:
@@ -358,26 +345,6 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
         loop.shutdown()
     log.info("stopped cleanly")
     return 0
-
-
-START_TRIES = 3
-START_RETRY_MAX_S = 2.0  # start-up waits at most this between tries (a 429's Retry-After included)
-
-
-def _at_start(call: Callable[[], Any], stop_event: threading.Event) -> Any:
-    """A start-up query, tried up to START_TRIES times on retryable errors with short waits
-    (before the loop runs; a signal cuts the wait short). Raises the last error."""
-    for attempt in range(1, START_TRIES + 1):
-        try:
-            return call()
-        except HyperliquidError as exc:
-            if not exc.retryable or attempt == START_TRIES:
-                raise
-            wait_s = min(getattr(exc, "retry_after_s", 0.5 * attempt), START_RETRY_MAX_S)
-            log.warning("start-up query failed (%s); trying again in %.1fs", exc, wait_s)
-            if stop_event.wait(wait_s):
-                raise
-    raise AssertionError("unreachable")
 
 
 def _warm_up(trader: MarketTrader, rest: HyperliquidRestClient) -> None:

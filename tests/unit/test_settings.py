@@ -231,3 +231,88 @@ def test_the_markets_example_loads() -> None:
     assert s.coins == ("BTC", "ETH", "SOL") and s.risk.max_open_positions == 2
     assert s.market("SOL").strategy.name == "ema_cross" and s.market("SOL").trading.leverage == 2
     assert s.market("ETH").trading.stop_loss_pct == Decimal("0.5") and s.market("ETH").strategy.name == "always_long"
+
+
+# (name, document, the message's start, a word it must contain): strategies by their own schema
+BAD_STRATEGIES = [
+    ("unknown strategy", {"strategy": {"name": "ema_crossover"}}, "strategy.name", "always_long, ema_cross"),
+    ("unknown parameter", {"strategy": {"params": {"fsat": 5}}}, "strategy.params.fsat", "fast, slow"),
+    ("mistyped parameter", {"strategy": {"params": {"fast": "9"}}}, "strategy.params.fast", 'integer >= 1, got "9"'),
+    ("fast not below slow", {"strategy": {"params": {"fast": 21}}}, "strategy.params.fast", "< slow (21), got 21"),
+    ("a market's strategy", {"markets": {"BTC": {}, "ETH": {"strategy": {"params": {"slow": 2, "fast": 3}}}}},
+     "markets.ETH.strategy.params.fast", "< slow (2)"),
+    ("params of another strategy", {"strategy": {"name": "always_long", "params": {"fast": 9}}},
+     "strategy.params.fast", "not a parameter of strategy always_long"),
+]
+
+
+@pytest.mark.parametrize("name,doc,key,word", BAD_STRATEGIES, ids=[c[0] for c in BAD_STRATEGIES])
+def test_strategies_are_checked_by_their_own_schema(name: str, doc: dict, key: str, word: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_dict(doc)
+    assert str(err.value).startswith(key) and word in str(err.value), str(err.value)
+
+
+def test_a_market_with_another_strategy_does_not_inherit_the_default_params() -> None:
+    s = settings_from_dict({"strategy": {"name": "ema_cross", "params": {"fast": 5, "slow": 8}},
+                            "markets": {"BTC": {}, "ETH": {"strategy": {"name": "always_long"}},
+                                        "SOL": {"strategy": {"params": {"fast": 3}}}}})
+    assert dict(s.market("BTC").strategy.params) == {"fast": 5, "slow": 8}
+    assert dict(s.market("ETH").strategy.params) == {}
+    assert dict(s.market("SOL").strategy.params) == {"fast": 3}  # params replace params, as any key does
+
+
+@pytest.mark.parametrize("suffix,text,words", [
+    (".json", '{"trading": {"leverage": 3, "leverage": 5}}', ['"leverage" twice']),
+    (".json", '{"markets": {"BTC": {}, "BTC": {"trading": {}}}}', ['"BTC" twice']),
+    (".json", '{"network": "local", "network": "mainnet"}', ['"network" twice']),
+    (".yaml", "network: local\nnetwork: mainnet\n", ['"network" twice', "line 2"]),
+    (".yml", "markets:\n  BTC: {}\n  ETH: {}\n  BTC: {}\n", ['"BTC" twice', "line 4"]),
+    (".json", "", ["empty file"]),
+    (".json", " \n\t\n", ["empty file"]),
+    (".yaml", "\n\n   \n", ["empty file"]),
+    (".yaml", "# nothing yet\n", ["only comments"]),
+    (".json", "null", ["an object of settings"]),
+])
+def test_repeated_keys_and_empty_files_are_errors(tmp_path: Path, suffix: str, text: str, words: list[str]) -> None:
+    path = tmp_path / f"config{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_yaml_merge_keys_may_override(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("trading: &t\n  leverage: 3\n  order_size_usd: 50\n"
+                    "markets:\n  BTC:\n    trading:\n      <<: *t\n      leverage: 4\n")
+    assert load_settings(path).market("BTC").trading.leverage == 4
+
+
+@pytest.mark.parametrize("content,word", [
+    ("0x" + "0" * 64, "zero"),
+    ("0" * 64, "zero"),
+    ("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", "out of range"),  # the group order
+    ("0x" + "f" * 64, "out of range"),
+    ("0x" + "ab" * 31, "32-byte"),
+    ("ab" * 32 + "zz", "32-byte"),
+])
+def test_a_key_secp256k1_refuses_is_refused_by_name(content: str, word: str) -> None:
+    s = settings_from_dict({})
+    with pytest.raises(ConfigError) as err:
+        load_private_key(s, {"HL_PRIVATE_KEY": content})
+    assert str(err.value).startswith("environment variable HL_PRIVATE_KEY") and word in str(err.value)
+    assert "abab" not in str(err.value) and "ffff" not in str(err.value).lower()
+
+
+def test_the_largest_key_in_range_is_accepted() -> None:
+    largest = "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364140"
+    assert load_private_key(settings_from_dict({}), {"HL_PRIVATE_KEY": largest}) == bytes.fromhex(largest)
+
+
+def test_a_key_in_a_wrong_field_is_masked_in_the_error() -> None:
+    for doc in ({"symbol": KEY}, {"api": {"rest_url": KEY}}, {"logging": {"level": KEY}},
+                {"markets": {KEY[2:]: {}}}, {"account": {"address": KEY}}):
+        with pytest.raises(ConfigError) as err:
+            settings_from_dict(doc)
+        assert "abababab" not in str(err.value) and "[hidden" in str(err.value), str(err.value)

@@ -1,4 +1,4 @@
-"""Candles from trades, EMA values, cross detection and the strategy registry."""
+"""Candles from trades, EMA values, cross detection, the strategy registry and declared parameters."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 
 import strategies
-from strategies import (STRATEGIES, AlwaysLong, CandleSeries, EmaCross, Strategy, build_strategy, ema, interval_ms,
-                        register)
+from strategies import (STRATEGIES, AlwaysLong, CandleSeries, EmaCross, Param, Strategy, StrategyParamError,
+                        build_strategy, check_strategy, ema, interval_ms, register, resolve_params)
 from wire import Candle, parse_candle
 
 D = Decimal
@@ -266,3 +266,92 @@ def test_register_a_user_strategy(monkeypatch):
     assert isinstance(built, Never) and built.patience == 3
     with pytest.raises(ValueError):
         register("never")(AlwaysLong)
+
+
+# ---- declared parameters ------------------------------------------------------------------
+
+def test_declared_parameters_are_checked_and_defaults_filled() -> None:
+    assert check_strategy("ema_cross", {}) == {"fast": 9, "slow": 21}
+    assert check_strategy("ema_cross", {"slow": 30}) == {"fast": 9, "slow": 30}
+    assert check_strategy("always_long", {}) == {}
+
+
+@pytest.mark.parametrize("name,params,param,expectation,unknown", [
+    ("nope", {}, None, "known: always_long, ema_cross", False),
+    ("ema_cross", {"fsat": 5}, "fsat", "accepted: fast, slow", True),
+    ("ema_cross", {"fast": "9"}, "fast", "an integer >= 1", False),
+    ("ema_cross", {"slow": 1}, "slow", "an integer >= 2", False),
+    ("ema_cross", {"fast": True}, "fast", "an integer >= 1", False),
+    ("ema_cross", {"fast": 30}, "fast", "< slow (21)", False),
+])
+def test_a_refused_parameter_is_named(name: str, params: dict, param: str | None, expectation: str,
+                                      unknown: bool) -> None:
+    with pytest.raises(StrategyParamError) as info:
+        check_strategy(name, params)
+    err = info.value
+    assert (err.param, err.expectation, err.unknown) == (param, expectation, unknown)
+
+
+@pytest.mark.parametrize("param,value,ok", [
+    (Param(int, 1, minimum=1, maximum=5), 5, 5),
+    (Param(int, 1, minimum=1, maximum=5), 6, None),
+    (Param(int, 1), 2.0, None),
+    (Param(float, 1.0, minimum=0), 2, 2.0),
+    (Param(float, 1.0), float("nan"), None),
+    (Param(float, 1.0), True, None),
+    (Param(bool, False), True, True),
+    (Param(bool, False), 1, None),
+    (Param(str, "a"), "b", "b"),
+])
+def test_param_check(param: Param, value: object, ok: object) -> None:
+    if ok is None:
+        with pytest.raises(ValueError, match=param.expectation):
+            param.check(value)
+    else:
+        assert param.check(value) == ok and type(param.check(value)) is type(ok)
+
+
+def test_a_user_strategy_declares_its_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(strategies, "STRATEGIES", dict(STRATEGIES))
+
+    @register("band")
+    class Band:
+        name = "band"
+        PARAMS = {"low": Param(float, 1.0, minimum=0), "high": Param(float, 2.0, minimum=0)}
+
+        @staticmethod
+        def check_params(values):
+            if values["low"] >= values["high"]:
+                raise StrategyParamError("band", "low", f"< high ({values['high']:g})", values["low"])
+
+        def __init__(self, low: float = 1.0, high: float = 2.0) -> None:
+            values = resolve_params(Band, {"low": low, "high": high})
+            self.low, self.high = values["low"], values["high"]
+
+        def on_candles(self, candles, price, has_position):
+            return None
+
+    assert check_strategy("band", {"high": 3}) == {"low": 1.0, "high": 3.0}
+    assert build_strategy("band", {"low": 1.5}).low == 1.5
+    with pytest.raises(StrategyParamError, match="low must be < high"):
+        build_strategy("band", {"low": 5})
+
+
+def test_a_strategy_without_declared_parameters_is_checked_by_building_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(strategies, "STRATEGIES", dict(STRATEGIES))
+
+    @register("picky")
+    class Picky:
+        name = "picky"
+
+        def __init__(self, lookback: int = 20) -> None:
+            if lookback < 2:
+                raise ValueError(f"lookback must be >= 2, got {lookback}")
+
+        def on_candles(self, candles, price, has_position):
+            return None
+
+    assert check_strategy("picky", {"lookback": 5}) == {"lookback": 5}
+    with pytest.raises(StrategyParamError) as info:
+        check_strategy("picky", {"lookback": 1})
+    assert info.value.param == "" and "lookback must be >= 2" in str(info.value)
