@@ -20,6 +20,7 @@ import health
 import trading_bot
 from config_load import load_settings, settings_from_dict
 from hyperliquid_sim import SimServer
+from report import format_report, journal_report
 from state import StateStore
 from harness.bot import make_bot
 from harness.waiting import wait_until
@@ -159,5 +160,36 @@ def test_vault_orders_carry_the_vault_address(sim: SimServer, tmp_path: Path) ->
         assert order["account"].lower() == vault.lower()
         assert D(sim.account(vault)["positions"]["BTC"]["szi"]) == h.trader.position.size
         assert not sim.account(leader.address)["positions"].get("BTC")
+    finally:
+        h.close()
+
+
+def test_funding_reaches_the_journal_and_the_report(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        paid = sim.pay_funding("BTC", "0.0001")["payments"]
+        assert len(paid) == 1
+        usdc = D(paid[0]["delta"]["usdc"])
+        assert usdc < 0  # a long pays a positive rate
+        wait_until(lambda: h.store.funding(), 5, h.step)  # over the stream (userEvents)
+        assert h.store.funding()[0]["usdc"] == usdc and h.store.funding()[0]["coin"] == "BTC"
+        report = journal_report(h.store)
+        assert report.funding == {"BTC": usdc}
+        assert f"funding BTC: {usdc:.4f}" in format_report(report)
+    finally:
+        h.close()
+
+
+def test_funding_missed_by_the_stream_is_fetched_over_rest(sim: SimServer, tmp_path: Path) -> None:
+    h = make_bot(sim, tmp_path, websocket={"enabled": False}, check_interval=0.2)
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: h.trader.position is not None, 10, h.step)
+        sim.pay_funding("BTC", "-0.0002")  # a long receives a negative rate
+        assert h.bot.reconciler.reconcile_funding()
+        (payment,) = h.store.funding()
+        assert payment["usdc"] > 0 and payment["rate"] == D("-0.0002")
     finally:
         h.close()
