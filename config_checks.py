@@ -1,7 +1,7 @@
 """The per-key checks of the config (pure): each returns the converted value or raises `Bad`.
 
 Owns: `Bad(expectation)` and the small named checks the schema is built from (`number`,
-`decimal`, `boolean`, `one_of`, `text`, `coin`, `env_name`, `mapping`); each says what it expects
+`decimal`, `boolean`, `one_of`, `text`, `url`, `coin`, `env_name`, `chat_id`, `mapping`); each says what it expects
 in words a person reads (`a number > 0 and <= 99`).
 Must not: know a key's name or section (config_load.py names the key in the `ConfigError`), read
 anything, or log.
@@ -9,8 +9,10 @@ anything, or log.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from eth_utils import to_checksum_address
 
@@ -100,6 +102,41 @@ def text(*, optional: bool = False, prefixes: tuple[str, ...] = ()) -> Check:
     return check
 
 
+def url(*schemes: str, optional: bool = False) -> Check:
+    """A URL with one of `schemes` and a host (no spaces); kept as given."""
+    expectation = "a URL starting with " + " or ".join(f"{s}://" for s in schemes) + " and naming a host" \
+        + (" or null" if optional else "")
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or any(c.isspace() for c in value):
+            raise Bad(expectation)
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a port that is no number
+        except ValueError:
+            raise Bad(expectation) from None
+        if parts.scheme not in schemes or not parts.hostname:
+            raise Bad(expectation)
+        return value
+    return check
+
+
+_CHAT_ID = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
+
+
+def chat_id(value: Any) -> str | None:
+    """A Telegram chat: a numeric id (a number or a string of digits, "-100…" for groups) or
+    "@channelname"; kept as a string (the API takes either)."""
+    if value is None:
+        return None
+    shown = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(shown, str) or not _CHAT_ID.fullmatch(shown):
+        raise Bad('a Telegram chat id: a number such as -1001234567890, or "@channelname", or null')
+    return shown
+
+
 def coin(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > 20 or not value.replace("-", "").isalnum():
         raise Bad('a coin name such as "BTC"')
@@ -110,6 +147,15 @@ def env_name(value: Any) -> str:
     if not isinstance(value, str) or not value or not value.replace("_", "").isalnum():
         raise Bad("an environment variable name")
     return value
+
+
+def env_name_or_null(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return env_name(value)
+    except Bad:
+        raise Bad("an environment variable name or null") from None
 
 
 def address(value: Any) -> str | None:

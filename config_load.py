@@ -18,15 +18,18 @@ import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
 from config_checks import Bad, Check, address, boolean, coin, decimal, env_name, mapping, number, one_of, text
+from config_checks import chat_id, env_name_or_null, url
 from config_errors import ConfigError, quote_path as _quote_path, show_value as _show
 from private_key import load_private_key  # noqa: F401 - part of the loader's interface
 from settings import (AccountSettings, ApiSettings, HealthSettings, LoggingSettings, MarketSettings, RiskSettings,
                       Settings, SimulatorSettings, StateSettings, StrategySettings, TradingSettings,
                       WebSocketSettings)
+from settings import NotifySettings, TelegramSettings
 from strategies import StrategyParamError, check_strategy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -94,6 +97,13 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     "risk": (RiskSettings, {
         "max_open_positions": number(1, 1000, lo_open=False, integer=True, optional=True),
         "max_total_position_usd": decimal(0, optional=True),
+    }),
+    "notify": (NotifySettings, {
+        "webhook_url": url("http", "https", optional=True),
+        "telegram": lambda body: _telegram(body),  # a section of its own, checked key by key
+        "timeout_s": number(0.5, 60, lo_open=False),
+        "max_per_minute": number(1, 1000, lo_open=False, integer=True),
+        "queue_size": number(1, 100_000, lo_open=False, integer=True),
     }),
     "simulator": (SimulatorSettings, {
         "seed": number(0, None, lo_open=False, integer=True),
@@ -166,6 +176,34 @@ def _section(section: str, cls: type, checks: Mapping[str, Check], body: Mapping
         except Bad as bad:
             raise _fail(dotted, bad.expectation, value) from None
     return replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+_TELEGRAM: dict[str, Check] = {"bot_token_env": env_name_or_null, "chat_id": chat_id, "api_url": url("https", "http")}
+
+
+def _telegram(body: Any) -> TelegramSettings:
+    """`notify.telegram`: chat_id and bot_token_env go together; the token travels in the API URL's
+    path, so plain http is for a loopback host only (a local fake in tests)."""
+    if body is None:
+        return TelegramSettings()
+    if not isinstance(body, dict):
+        raise Bad("an object with bot_token_env, chat_id and api_url")
+    env = body.get("bot_token_env")
+    try:
+        env_name_or_null(env)
+    except Bad as bad:  # maybe the token itself, pasted into the wrong field: never echoed
+        raise _fail("notify.telegram.bot_token_env", f"{bad.expectation} (the variable's name, not the token)",
+                    env, secret=True) from None
+    tg = _section("notify.telegram", TelegramSettings, _TELEGRAM, body)
+    if (tg.chat_id is None) != (tg.bot_token_env is None):
+        raise ConfigError("notify.telegram.chat_id and notify.telegram.bot_token_env must be set together (the chat "
+                          "and the environment variable holding the bot token), got "
+                          + ("chat_id alone" if tg.bot_token_env is None else "bot_token_env alone"))
+    host = urlsplit(tg.api_url).hostname or ""
+    if tg.api_url.startswith("http://") and not (host in ("localhost", "::1") or host.startswith("127.")):
+        raise _fail("notify.telegram.api_url", "https (the bot token travels in its path; plain http only to "
+                    "127.0.0.1 or localhost)", tg.api_url)
+    return tg
 
 
 _MARKET_SECTIONS = ("trading", "strategy")

@@ -4,8 +4,8 @@ Owns: `step()` (a blocking `queue.get` with a timeout, then whatever else is que
 each event dispatched by type and coin to its market or to reconciliation, then the timers, each
 on its own so that one that raises cannot starve the others), the account-wide entry limits (one
 entry per turn), the socket thread's supervision (a dead one is replaced), the health snapshot
-(published every 0.25 s), and the shutdown steps. Where prices come from (stream or REST
-fallback) is prices.py's.
+(published every 0.25 s), the operator's desk (control commands, health news: operator_desk.py),
+and the shutdown steps. Where prices come from (stream or REST fallback) is prices.py's.
 Must not: sleep or wait on the network beyond one request's deadline, let one bad event or timer
 end the loop, touch the socket (the WebSocket thread owns it), or let another thread touch trading
 state (the health server reads the snapshot this thread publishes).
@@ -27,6 +27,8 @@ from execution import OrderExecutor
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import RateLimitedLog
 from market import MarketTrader
+from notify import NO_NOTIFIER, Notifier
+from operator_desk import OperatorDesk
 from prices import Mids, PriceSource
 from reconcile import Reconciler
 from rest_gate import InfoGate
@@ -51,7 +53,7 @@ class TradingLoop:
                  gate: InfoGate, store: StateWriter, rest: Mids, events: "queue.Queue[Any]",
                  ws: HyperliquidWebSocketClient | None, ws_settings: WebSocketSettings, check_interval_s: float,
                  risk: RiskSettings, paper: bool, address: str, stop_event: threading.Event,
-                 clock: Callable[[], float], now_ms: Callable[[], int]) -> None:
+                 clock: Callable[[], float], now_ms: Callable[[], int], notifier: Notifier = NO_NOTIFIER) -> None:
         self.traders = traders
         self.executor, self.reconciler, self.gate, self.store, self.rest = executor, reconciler, gate, store, rest
         self.events, self.ws, self.ws_settings = events, ws, ws_settings
@@ -59,7 +61,8 @@ class TradingLoop:
         self.signer = address  # the key's address, when it is not the account's (set by the wiring)
         self.stop_event, self.clock, self.now_ms = stop_event, clock, now_ms
         self.started = clock()
-        self.prices = PriceSource(traders, rest, gate, ws_settings, check_interval_s, clock, self._failed_in_loop)
+        self.prices = PriceSource(traders, rest, gate, ws_settings, check_interval_s, clock, self._failed_in_loop,
+                                  notifier)
         self.handler_errors = 0  # events and timers that raised (logged; the loop went on)
         self.ws_restarts = 0
         self.next_ws_check = 0.0
@@ -70,6 +73,8 @@ class TradingLoop:
         self.status_timer = StatusTimer(self, clock)  # the status line, every minute
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self._snapshot: Mapping[str, Any] = MappingProxyType({"status": "starting"})
+        self.notifier = notifier
+        self.desk = OperatorDesk(self, notifier, clock)  # its `requests`: the control socket's queue
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -161,7 +166,7 @@ class TradingLoop:
                 self._run_timer(timer, now, trader.coin)
         self._run_timer(self.status_timer, now)  # the status line, every minute (banner.py)
         for timer in (self.executor.lookup_timer, self.reconciler.timer, self._fills_timer, self._state_timer,
-                      self._stream_timer, self._publish_timer):
+                      self._stream_timer, self._publish_timer, self.desk.timer):
             self._run_timer(timer, now)
 
     def _run_timer(self, timer: Callable[[float], None], now: float, coin: str = "") -> None:
@@ -261,6 +266,7 @@ class TradingLoop:
                   "state_writable": self.store.writable, "state_error": self.store.error,
                   "handler_errors": self.handler_errors, "unknown_orders": len(self.executor.unknown),
                   "oldest_unknown_order_at_s": self.executor.unknown.oldest_since_s(),
+                  "notifications": self.notifier.stats(),
                   "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
 
     def _positions(self) -> dict[str, dict[str, Any]]:

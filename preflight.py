@@ -1,12 +1,12 @@
 """What can be known before trading, checked before anything is signed: `--check-config` and
 every start run the same checks.
 
-Owns: the offline checks (a key present for a live network; the state and log paths usable: no
-path under a file, a folder the bot can create files in, an existing file it can write; the
-health port free: bound, then released), the online ones that only ask `/info` (every coin
-listed, leverage within each coin's maximum, the account readable, the key allowed to trade the
-account), the start-up retry of those queries, and `StartError` (start-up cannot go on; its exit
-status).
+Owns: the offline checks (a key present for a live network; the Telegram token's variable set
+when Telegram is on; the state and log paths usable: no path under a file, a folder the bot can
+create files in, an existing file it can write; the health port free: bound, then released), the
+online ones that only ask `/info` (every coin listed, leverage within each coin's maximum, the
+account readable, the key allowed to trade the account), the start-up retry of those queries, and
+`StartError` (start-up cannot go on; its exit status).
 Must not: sign or send anything to `/exchange`, create the bot's folders or files (a probe file
 is created and removed at once), or print: each failure is one `ConfigError` or `StartError`
 naming the key and the path or value, which `trading_bot.py` shows as one line.
@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from config_errors import ConfigError
 from hyperliquid_rest import HyperliquidRestClient
+from notify import telegram_token
 from rest_errors import HyperliquidError
 from settings import Settings
 from wire import Meta
@@ -56,6 +57,8 @@ def check_offline(settings: Settings, key: bytes | None) -> list[str]:
                           f"{account.private_key_env} not set")
     check_writable_file("state.path", settings.state.path)
     check_writable_file("logging.file", settings.logging.file)
+    if settings.notify.telegram.chat_id is not None:
+        telegram_token(settings.notify.telegram, os.environ)  # the token's variable is set and holds one
     return _check_health_port(settings)
 
 

@@ -3,7 +3,8 @@
 Owns: the stream-wide mode (`websocket`, `rest_fallback`, or `rest` when the stream is disabled):
 starved for `stale_after` (no market data at all) it falls back to REST polling and leaves it on
 the first data; the poll timer, where one `allMids` serves every market that needs a price (all of
-them in fallback; a market quiet on a live stream alone), and the log lines that tell the story.
+them in fallback; a market quiet on a live stream alone), and the log lines that tell the story
+(and the `fallback` and `recovered` notifications: queued, never waited for).
 Must not: sleep, call the exchange while `/info` is paused (rest_gate), or let one market's
 failure keep the others from their price.
 """
@@ -15,6 +16,7 @@ from typing import Callable, Mapping, Protocol
 
 from logsetup import RateLimitedLog
 from market import MarketTrader
+from notify import NO_NOTIFIER, Notifier
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from settings import WebSocketSettings
@@ -31,9 +33,9 @@ class PriceSource:
 
     def __init__(self, traders: Mapping[str, MarketTrader], rest: Mids, gate: InfoGate, ws: WebSocketSettings,
                  check_interval_s: float, clock: Callable[[], float],
-                 on_error: Callable[[str, Exception], None]) -> None:
+                 on_error: Callable[[str, Exception], None], notifier: Notifier = NO_NOTIFIER) -> None:
         self.traders, self.rest, self.gate, self.ws, self.check_interval_s = traders, rest, gate, ws, check_interval_s
-        self.clock, self.on_error = clock, on_error
+        self.clock, self.on_error, self.notifier = clock, on_error, notifier
         self.last_market_data = clock()  # grace period: the stream gets stale_after to start
         self.fallback = not ws.enabled
         self.mode = "websocket" if ws.enabled else "rest"
@@ -46,6 +48,7 @@ class PriceSource:
             self.fallback = False
             self.mode = "websocket"
             log.info("WebSocket recovered; leaving REST fallback")
+            self.notifier.notify("recovered", None, "WebSocket recovered; leaving REST fallback", source="websocket")
 
     def enter_fallback(self, why: str) -> None:
         if self.fallback:
@@ -54,6 +57,7 @@ class PriceSource:
         self.mode = "rest_fallback"
         self.next_poll = self.clock()
         log.warning("%s; falling back to REST polling", why)
+        self.notifier.notify("fallback", None, f"{why}; falling back to REST polling")
 
     def next_wait_s(self, wait_s: float) -> float:
         """The loop's blocking wait, shortened to the next poll while polling."""

@@ -5,7 +5,8 @@ second and once a minute regardless; one `clearinghouseState` serves every marke
 journal's catch-up over REST (after a reconnect and at start), the account's fills from the
 stream (journaled once by tid; a fill the bot did not expect triggers a check), start-up
 (saved positions resumed, orders in doubt looked up, exchange-side orders checked), and a warning
-for every position on the account that no market of the bot trades.
+(and an `unmanaged_position` notification) for every position on the account that no market of
+the bot trades.
 Must not: decide exits or entries, sleep, or send an order (protection and the traders do).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, Mapping, Protocol, TypeVar
 
 from execution import OrderExecutor
 from market import MarketTrader
+from notify import NO_NOTIFIER, Notifier
 from protection import cancel_stale_protective
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
@@ -50,10 +52,10 @@ class Reconciler:
 
     def __init__(self, rest: AccountQueries, store: StateWriter, executor: OrderExecutor, gate: InfoGate,
                  traders: Mapping[str, MarketTrader], address: str, paper: bool, clock: Callable[[], float],
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[], int], notifier: Notifier = NO_NOTIFIER) -> None:
         self.rest, self.store, self.executor, self.gate = rest, store, executor, gate
         self.traders, self.address, self.paper = traders, address, paper
-        self.clock, self.now_ms = clock, now_ms
+        self.clock, self.now_ms, self.notifier = clock, now_ms, notifier
         self.due: str | None = None  # why a position check is wanted at the next timer pass
         self.next_check = 0.0
         self.last_periodic = clock()
@@ -109,10 +111,13 @@ class Reconciler:
 
     def _note_unmanaged(self, sizes: dict[str, tuple[Decimal, Decimal]]) -> None:
         """A position no market trades is never dropped silently: a warning when it appears or changes."""
-        for coin, (size, _) in sizes.items():
+        for coin, (size, entry_px) in sizes.items():
             if self.unmanaged.get(coin, (None,))[0] != size:
                 log.warning("unmanaged position: %s %s on the account (no market of this bot trades %s; it is "
                             "left alone)", coin, size, coin)
+                self.notifier.notify("unmanaged_position", coin, f"unmanaged position: {coin} {size} at {entry_px} on "
+                                     "the account; no market of this bot trades it, it is left alone", size=size,
+                                     entry_px=entry_px)
         for coin in set(self.unmanaged) - set(sizes):
             log.info("unmanaged position: %s is now flat", coin)
         self.unmanaged = sizes

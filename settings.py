@@ -1,7 +1,7 @@
 """The settings objects: frozen, typed, with their defaults (pure; reads nothing).
 
 Owns: one frozen dataclass per config section and `Settings` over them (every key's default is
-here), the values derived from them (REST and WebSocket URLs, live trading), `resolved_view` for
+here), the values derived from them (REST and WebSocket URLs, live trading, notifications on), `resolved_view` for
 `--check-config`, `with_dry_run` and `market_of`.
 Must not: read a file or the environment, or check a document: config_load.py builds these from a
 config (config_checks.py holds the per-key checks). No secret is ever a setting.
@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 Network = Literal["local", "testnet", "mainnet"]
+
+TELEGRAM_API_URL = "https://api.telegram.org"
 
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "mainnet": ("https://api.hyperliquid.xyz", "wss://api.hyperliquid.xyz/ws"),
@@ -121,6 +124,29 @@ class SimulatorSettings:
 
 
 @dataclass(frozen=True)
+class TelegramSettings:
+    """Telegram messages: on when `chat_id` and `bot_token_env` are set (the token itself is read
+    from that environment variable at start, never from the config)."""
+    bot_token_env: str | None = None
+    chat_id: str | None = None        # a numeric chat id ("-1001234567890") or "@channelname"
+    api_url: str = TELEGRAM_API_URL   # overridable for tests (a local fake)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where the bot's events go (webhook, Telegram) and how hard it tries (notify.py)."""
+    webhook_url: str | None = None
+    telegram: TelegramSettings = TelegramSettings()
+    timeout_s: float = 5.0            # the most one delivery may take, connect to last byte
+    max_per_minute: int = 10          # per event kind and endpoint; more are held back and counted
+    queue_size: int = 100             # events waiting per endpoint; when full, the oldest is dropped
+
+    @property
+    def enabled(self) -> bool:
+        return self.webhook_url is not None or self.telegram.chat_id is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     network: Network = "local"
     symbol: str = "BTC"
@@ -136,6 +162,7 @@ class Settings:
     account: AccountSettings = AccountSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     risk: RiskSettings = RiskSettings()
+    notify: NotifySettings = NotifySettings()
     markets: tuple[MarketSettings, ...] = ()  # filled by the loader: `symbol` alone is one market
     source: str = ""  # the file these settings came from
 
@@ -202,6 +229,10 @@ def resolved_view(settings: Settings, key_present: bool) -> dict[str, Any]:
     view = plain(settings)
     view.pop("source", None)
     view["markets"] = {m.coin: {"trading": plain(m.trading), "strategy": plain(m.strategy)} for m in settings.markets}
+    if settings.notify.webhook_url:  # a webhook's path or query often is its secret (Slack, Discord)
+        url = urlsplit(settings.notify.webhook_url)
+        host = f"{url.hostname}:{url.port}" if url.port else url.hostname
+        view["notify"]["webhook_url"] = f"{url.scheme}://{host}/... (path hidden)"
     view["resolved"] = {
         "rest_url": settings.rest_url or "(embedded simulator)",
         "ws_url": settings.ws_url or "(embedded simulator)",

@@ -1,11 +1,12 @@
 """hlbot entry point: the command line and the wiring of the parts.
 
 `python trading_bot.py --config config/config.json [--dry-run] [--check-config] [--report]`
+`python trading_bot.py --config config/config.json --ctl status|pause|resume|close [COIN]`
 
 Owns: start-up (config, logging, instance lock, state, simulator for `network: local`, meta and the
 account over REST with a few quick tries, leverage per market, candle warm-up, the WebSocket and
-health threads), building the parts (docs/ARCHITECTURE.md) and running the loop until SIGINT or
-SIGTERM, then the shutdown steps in reverse order.
+health threads, notifications and the control socket), building the parts (docs/ARCHITECTURE.md)
+and running the loop until SIGINT or SIGTERM, then the shutdown steps in reverse order.
 Must not: trade (loop.py and market.py do), or print a key: a bad config or setup is one line and
 exit status 2. What can be known before anything is signed is checked first, the same for
 `--check-config [--online]` and a start (preflight.py); `--version` prints the version.
@@ -28,6 +29,7 @@ from typing import Any, Callable
 
 from banner import log_banner
 from config_load import ConfigError, load_private_key, load_settings
+from ctl import run_ctl, serve_ctl, socket_path
 from execution import OrderExecutor
 from health_server import HealthServer
 from hyperliquid_rest import HyperliquidRestClient
@@ -35,6 +37,7 @@ from hyperliquid_websocket import HyperliquidWebSocketClient
 from logsetup import setup_logging
 from loop import TradingLoop
 from market import MarketTrader
+from notify import Notifier, build_notifier
 from paper import PaperExchange
 from preflight import StartError, check_authority, check_exchange, check_offline, check_online
 from protection import Protection
@@ -68,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config, print the resolved settings and exit (0 valid, 2 not)")
     parser.add_argument("--report", action="store_true", help="print the trade journal and exit")
+    parser.add_argument("--ctl", nargs="+", metavar="COMMAND", help="talk to the running bot: status, pause [COIN], "
+                        "resume [COIN], close [COIN] (exit 1 if no bot runs)")
     return parser.parse_args(argv)
 
 
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             settings = with_dry_run(settings)
         key = load_private_key(settings)
-        notes = [] if args.report else check_offline(settings, key)
+        notes = [] if args.report or args.ctl else check_offline(settings, key)  # --ctl: no key needed
     except ConfigError as exc:
         print(f"config: {exc}", file=sys.stderr)
         return 2
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(settings, key, notes, args.online)
     if args.report:
         return print_report(settings)
+    if args.ctl:
+        return run_ctl(settings.state.path, args.ctl)
     setup_logging(settings.logging)
     return run_bot(settings, key)
 
@@ -186,6 +193,10 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
     rest_url, ws_url = _endpoints(settings, cleanup)
     signer = _signer(settings, key)
     account = settings.account.vault_address or settings.account.address or signer.address
+    try:
+        notifier = build_notifier(settings.notify, os.environ, account)  # before anything is signed
+    except ConfigError as exc:
+        raise StartError(2, f"config: {exc}") from exc
     api = settings.api
     rest = HyperliquidRestClient(rest_url, signer=signer, info_deadline_s=api.info_timeout_s,
                                  exchange_deadline_s=api.exchange_timeout_s, expires_after_s=api.order_expires_after_s,
@@ -205,7 +216,7 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
     events: queue.Queue[Any] = queue.Queue(maxsize=settings.websocket.queue_size)
     ws_client = _ws_client(settings, ws_url, account, events)
     loop = _assemble(settings, rest, exchange, StateWriter(store), meta, strategies, events, ws_client,
-                     account, stop_event)
+                     account, stop_event, notifier)
     loop.signer = signer.address
     if settings.dry_run:  # paper fills walk each market's latest l2Book
         exchange.book_of = lambda coin: loop.traders[coin].quotes.fresh_book() if coin in loop.traders else None
@@ -222,7 +233,7 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
 
 def _assemble(settings: Settings, rest: HyperliquidRestClient, exchange: Any, store: StateWriter, meta: Meta,
               strategies: dict[str, Any], events: "queue.Queue[Any]", ws: HyperliquidWebSocketClient | None,
-              address: str, stop_event: threading.Event) -> TradingLoop:
+              address: str, stop_event: threading.Event, notifier: Notifier) -> TradingLoop:
     """The parts, each given what it needs (docs/ARCHITECTURE.md)."""
     clock, paper = time.monotonic, settings.dry_run
     gate = InfoGate(clock)
@@ -232,9 +243,9 @@ def _assemble(settings: Settings, rest: HyperliquidRestClient, exchange: Any, st
                              clock, wall_ms, want_check=lambda why: late["loop"].want_check(why),
                              on_protective=lambda coin, cloid, resting: late["loop"].protective_settled(coin, cloid,
                                                                                                          resting))
-    reconciler = Reconciler(rest, store, executor, gate, traders, address, paper, clock, wall_ms)
+    reconciler = Reconciler(rest, store, executor, gate, traders, address, paper, clock, wall_ms, notifier)
     loop = TradingLoop(traders, executor, reconciler, gate, store, rest, events, ws, settings.websocket,
-                       settings.check_interval, settings.risk, paper, address, stop_event, clock, wall_ms)
+                       settings.check_interval, settings.risk, paper, address, stop_event, clock, wall_ms, notifier)
     late["loop"] = loop
     for market in settings.markets:
         sz_decimals = meta.asset(market.coin).sz_decimals
@@ -242,7 +253,7 @@ def _assemble(settings: Settings, rest: HyperliquidRestClient, exchange: Any, st
         protection = Protection(market.coin, sz_decimals, trader_rules, executor, store,
                                 market.trading.exits_on_exchange and not paper, clock, wall_ms)
         traders[market.coin] = MarketTrader(market, sz_decimals, strategies[market.coin], executor, protection,
-                                            store, loop, paper, clock, wall_ms)
+                                            store, loop, paper, clock, wall_ms, notifier)
     return loop
 
 
@@ -339,10 +350,15 @@ def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threadin
     else:
         log.info("WebSocket disabled: polling REST prices every %.0fs", settings.check_interval)
     loop.publish_health()
+    loop.notifier.start()  # notifications: their own threads
+    cleanup.append(loop.notifier.stop)
+    serve_ctl(socket_path(settings.state.path), loop.desk.requests, cleanup)
+    loop.desk.announce_start(settings.network)
     try:
         loop.run()
     finally:
         loop.shutdown()
+        loop.desk.announce_stop()  # queued; the notifier's shutdown step delivers it
     log.info("stopped cleanly")
     return 0
 
