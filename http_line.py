@@ -241,6 +241,14 @@ class _ReadByDeadline(io.RawIOBase):
         super().__init__()
         self.sock = sock
         self.deadline = deadline
+        # As socket.makefile does: the socket stays open while this reader is, so that http.client
+        # closing the connection on a `Connection: close` answer does not cut the body it still reads.
+        sock._io_refs += 1  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.sock._decref_socketios()  # type: ignore[attr-defined]
+        super().close()
 
     def readable(self) -> bool:
         return True

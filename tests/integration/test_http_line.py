@@ -60,6 +60,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         answer = ("\r\n".join(head + [f"Content-Length: {len(data)}"]) + "\r\n\r\n").encode() + data
+        if kind == "close_body_later":  # `Connection: close`, and the body in a later packet
+            self.wfile.write(("\r\n".join(head + [f"Content-Length: {len(data)}", "Connection: close"])
+                              + "\r\n\r\n").encode())
+            self.wfile.flush()
+            self.client_leaving(0.05)  # the headers go out alone
+            self.wfile.write(data)
+            self.close_connection = True
+            return
         if kind in ("dribble", "dribble_body"):  # one byte every DRIBBLE_S (the body only, or all)
             start = len(answer) - len(data) if kind == "dribble_body" else 0
             self.wfile.write(answer[:start])
@@ -385,3 +393,17 @@ def test_tls_verified_against_the_configured_bundle(tls_server: ScriptedServer, 
 def test_bad_base_url_is_refused() -> None:
     with pytest.raises(ValueError, match="http"):
         HttpLine("ftp://example.org", 1.0)
+
+
+def test_a_closing_answer_whose_body_comes_later_is_read_whole(server: ScriptedServer) -> None:
+    # http.client closes the connection on `Connection: close` before the body is read: the
+    # deadline reader must keep the socket open until it has read it (it once failed with EBADF).
+    server.script["/exchange"] = [("close_body_later", 200, {}, OK)]
+    line = HttpLine(server.url, 1.0)
+    try:
+        status, _, body = line.post("/exchange", b"{}", 2.0)
+        assert (status, json.loads(body)) == (200, OK)
+        server.script["/exchange"] = [("answer", 200, {}, OK)]
+        assert line.post("/exchange", b"{}", 2.0)[0] == 200  # a new connection after the close
+    finally:
+        line.close()
