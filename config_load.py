@@ -388,7 +388,7 @@ def with_paths_from(settings: Settings, folder: Path) -> Settings:
     """Relative paths in the config (state, log file, key file) and their defaults are relative to
     the config file's folder, not to wherever the bot was started from (cron, --report)."""
     def absolute(path: str | None) -> str | None:
-        return None if path is None else str(folder / path) if not Path(path).is_absolute() else path
+        return None if path is None else os.path.normpath(folder / path) if not Path(path).is_absolute() else path
     return replace(settings,
                    state=replace(settings.state, path=absolute(settings.state.path)),
                    logging=replace(settings.logging, file=absolute(settings.logging.file)),

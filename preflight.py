@@ -59,7 +59,20 @@ def check_offline(settings: Settings, key: bytes | None) -> list[str]:
     check_writable_file("logging.file", settings.logging.file)
     if settings.notify.telegram.chat_id is not None:
         telegram_token(settings.notify.telegram, os.environ)  # the token's variable is set and holds one
-    return _check_health_port(settings)
+    return _slippage_notes(settings) + _check_health_port(settings)
+
+
+def _slippage_notes(settings: Settings) -> list[str]:
+    """A warning, not an error: an exit's limit as far from the price as the stop is from entry
+    can fill worse than the stop distance itself."""
+    notes = []
+    for market in settings.markets:
+        tr = market.trading
+        stops = [pct for pct in (tr.stop_loss_pct, tr.trailing_stop_pct) if pct is not None]
+        if stops and tr.slippage_pct >= min(stops):
+            notes.append(f"warning: {market.coin} trading.slippage_pct {tr.slippage_pct} is at or above its stop "
+                         f"distance {min(stops)} %: an exit may fill further from the stop than the stop is from entry")
+    return notes
 
 
 def check_writable_file(key: str, path_text: str) -> None:

@@ -81,7 +81,7 @@ def test_paths_in_a_config_are_relative_to_its_folder(tmp_path: Path) -> None:
     config = folder / "bot.json"
     config.write_text(json.dumps({"state": {"path": "../data/bot.db"}, "logging": {"file": "bot.log"}}))
     s = load_settings(config)
-    assert s.state.path == str(folder / "../data/bot.db") and s.logging.file == str(folder / "bot.log")
+    assert s.state.path == str(tmp_path / "data/bot.db") and s.logging.file == str(folder / "bot.log")
     assert Path(load_settings(config).state.path).is_absolute()
     default = folder / "default.json"
     default.write_text("{}")

@@ -316,3 +316,15 @@ def test_a_key_in_a_wrong_field_is_masked_in_the_error() -> None:
         with pytest.raises(ConfigError) as err:
             settings_from_dict(doc)
         assert "abababab" not in str(err.value) and "[hidden" in str(err.value), str(err.value)
+
+
+def test_check_config_warns_when_slippage_reaches_the_stop(tmp_path: Path) -> None:
+    from preflight import check_offline
+    s = settings_from_dict({"state": {"path": str(tmp_path / "s.db")}, "logging": {"file": str(tmp_path / "b.log")},
+                            "health": {"enabled": False},
+                            "trading": {"stop_loss_pct": 0.3, "trailing_stop_pct": None, "slippage_pct": 0.5}})
+    notes = check_offline(s, None)
+    assert any("slippage_pct 0.5 is at or above its stop distance 0.3" in n for n in notes)
+    calm = settings_from_dict({"state": {"path": str(tmp_path / "s.db")}, "logging": {"file": str(tmp_path / "b.log")},
+                               "health": {"enabled": False}, "trading": {"stop_loss_pct": 2, "slippage_pct": 0.5}})
+    assert not [n for n in check_offline(calm, None) if "slippage" in n]
