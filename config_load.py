@@ -26,8 +26,8 @@ from config_checks import Bad, Check, address, boolean, coin, decimal, env_name,
 from config_checks import chat_id, env_name_or_null, url
 from config_errors import ConfigError, quote_path as _quote_path, show_value as _show
 from private_key import load_private_key  # noqa: F401 - part of the loader's interface
-from settings import (AccountSettings, ApiSettings, HealthSettings, LoggingSettings, MarketSettings, RiskSettings,
-                      Settings, SimulatorSettings, StateSettings, StrategySettings, TradingSettings,
+from settings import (AccountSettings, ApiSettings, HealthSettings, LoggingSettings, MarketSettings, RecordSettings,
+                      RiskSettings, Settings, SimulatorSettings, StateSettings, StrategySettings, TradingSettings,
                       WebSocketSettings)
 from settings import NotifySettings, TelegramSettings
 from strategies import StrategyParamError, check_strategy
@@ -105,6 +105,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "max_per_minute": number(1, 1000, lo_open=False, integer=True),
         "queue_size": number(1, 100_000, lo_open=False, integer=True),
     }),
+    "record": (RecordSettings, {"dir": text(optional=True)}),
     "simulator": (SimulatorSettings, {
         "seed": number(0, None, lo_open=False, integer=True),
         "trade_rate_hz": number(0, 10_000),
@@ -267,6 +268,9 @@ def _check_cross_fields(s: Settings) -> None:
     if s.network != "local" and s.api.rest_url and s.api.rest_url.startswith("http://") \
             and not s.api.rest_url.startswith(("http://127.", "http://localhost")):
         raise ConfigError(f"api.rest_url must use https for network {s.network}, got {_show(s.api.rest_url)}")
+    if s.record.dir is not None and not ws.enabled:
+        raise ConfigError(f"record.dir needs websocket.enabled: true (the stream is what is recorded), got "
+                          f"{_show(s.record.dir)} with the WebSocket disabled")
     if s.api.ws_url and not s.api.rest_url:
         raise ConfigError(f"api.rest_url must be set when api.ws_url is set, got {_show(s.api.ws_url)} "
                           "for ws_url alone")
@@ -385,11 +389,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def with_paths_from(settings: Settings, folder: Path) -> Settings:
-    """Relative paths in the config (state, log file, key file) and their defaults are relative to
-    the config file's folder, not to wherever the bot was started from (cron, --report)."""
+    """Relative paths in the config (state, log file, key file, record dir) and their defaults are
+    relative to the config file's folder, not to wherever the bot was started from (cron, --report)."""
     def absolute(path: str | None) -> str | None:
         return None if path is None else os.path.normpath(folder / path) if not Path(path).is_absolute() else path
     return replace(settings,
                    state=replace(settings.state, path=absolute(settings.state.path)),
                    logging=replace(settings.logging, file=absolute(settings.logging.file)),
-                   account=replace(settings.account, private_key_file=absolute(settings.account.private_key_file)))
+                   account=replace(settings.account, private_key_file=absolute(settings.account.private_key_file)),
+                   record=replace(settings.record, dir=absolute(settings.record.dir)))

@@ -187,7 +187,8 @@ class OrderExecutor:
 
     def blocks_entries(self, coin: str) -> bool:
         """An entry that may have filled, or an exit still able to close a new position."""
-        return any(o.coin == coin and o.purpose in ("entry", "exit") for o in self.unknown.orders.values())
+        orders = self.unknown.orders  # (asked on every loop turn while flat: mostly empty)
+        return bool(orders) and any(o.coin == coin and o.purpose in ("entry", "exit") for o in orders.values())
 
     def lookup_timer(self, now: float) -> None:
         """One lookup per loop turn: each is up to two /info round trips, and exits must not queue behind."""

@@ -108,6 +108,17 @@ class TrailingStop:
         if (price > self._hw) if self._side == "long" else (price < self._hw):
             self._hw = price
 
+    def resumed(self, high_water: Decimal | None) -> "TrailingStop":
+        """A new stop with this one's settings and entry, resumed from `high_water` as the constructor
+        would (the settings, checked once, are not checked again: the exit check runs on every price)."""
+        clone = object.__new__(TrailingStop)
+        clone._side, clone._distance_pct, clone._entry = self._side, self._distance_pct, self._entry
+        clone._offset_pct, clone._activation_px, clone._factor = self._offset_pct, self._activation_px, self._factor
+        clone._hw = self._entry
+        if high_water is not None:
+            clone._advance(_decimal("high_water", high_water))
+        return clone
+
     def update(self, price: Decimal) -> Decimal | None:
         """Feed one price; return the trigger price, or None while not yet active."""
         if type(price) is float:
@@ -204,6 +215,9 @@ class ExitRules:
         if offset < 0:
             raise ValueError(f"trailing_offset_pct must be >= 0, got {offset}")
         object.__setattr__(self, "trailing_offset_pct", offset)
+        # (side, entry) -> (stop-loss level, take-profit level, trailing stop at entry): computed once
+        # per position, not on every price (not a field: equality and repr stay the rules').
+        object.__setattr__(self, "_levels", {})
 
     # ---- static levels ---------------------------------------------------------------------
 
@@ -243,6 +257,19 @@ class ExitRules:
 
     # ---- the decision ----------------------------------------------------------------------
 
+    def _position_levels(self, side: Side, entry: Decimal) -> tuple[Decimal | None, Decimal | None,
+                                                                    TrailingStop | None]:
+        memo: dict[tuple[str, Decimal], tuple[Decimal | None, Decimal | None, TrailingStop | None]] = \
+            self._levels  # type: ignore[attr-defined]
+        found = memo.get((side, entry))
+        if found is None:
+            if len(memo) >= 64:
+                memo.clear()
+            found = (self.stop_loss_price(side, entry), self.take_profit_price(side, entry),
+                     self.trailing_stop(side, entry))
+            memo[(side, entry)] = found
+        return found
+
     def check(self, position: PositionView, price: Decimal, now_ms: int) -> ExitDecision | None:
         """Should the position close at `price`? Returns the first rule that fires, by the
         precedence stop_loss > trailing_stop > take_profit, or None.
@@ -255,17 +282,15 @@ class ExitRules:
         long = side == "long"
         entry = position.entry_px
 
-        stop = self.stop_loss_price(side, entry)
+        stop, target, at_entry = self._position_levels(side, entry)
         if stop is not None and (price <= stop if long else price >= stop):
             return ExitDecision("stop_loss", stop, price)
 
-        trailing = self.trailing_stop(side, entry, position.high_water)
-        if trailing is not None:
-            trigger = trailing.update(price)
+        if at_entry is not None:
+            trigger = at_entry.resumed(position.high_water).update(price)
             if trigger is not None and (price <= trigger if long else price >= trigger):
                 return ExitDecision("trailing_stop", trigger, price)
 
-        target = self.take_profit_price(side, entry)
         if target is not None and (price >= target if long else price <= target):
             return ExitDecision("take_profit", target, price)
         return None

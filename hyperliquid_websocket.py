@@ -5,7 +5,8 @@ Owns: the thread and its story, top to bottom: connect, subscribe all (trades fi
 log, count, wait the capped, jittered exponential backoff and repeat, resubscribing on every
 connect. Survives its own bugs: any exception in a session is logged, counted
 (`WsStats.internal_errors`) and handled as a lost connection; `restarted()` builds a fresh client
-should the thread ever end anyway. Its collaborators: `SubscriptionRegistry` (ws_subscriptions:
+should the thread ever end anyway. With a `FrameRecorder` (record.dir), every text frame is handed
+to it with its receive time before it is parsed: one call, the recorder's thread writes. Its collaborators: `SubscriptionRegistry` (ws_subscriptions:
 what to subscribe, acknowledgements and their timeout), `StreamCounters` (ws_counters: the record
 `stats()` reads, rate-limited error logging), `EventEmitter` (ws_emitter: the bounded queue,
 priority events never shed), `Liveness`, `Backoff`, `BufferedWebSocket` (ws_parts); events and
@@ -28,6 +29,7 @@ import websocket
 
 from stream_events import (Connected, Disconnected, StreamDown, StreamRecovered, SubscriptionFailed, Trade,
                            as_replay, parse_frame)
+from recorder import FrameRecorder
 from ws_counters import StreamCounters, describe_error
 from ws_emitter import EventEmitter
 from ws_parts import Backoff, BufferedWebSocket, Liveness, WsStats
@@ -60,12 +62,15 @@ class HyperliquidWebSocketClient:
                  ping_interval_s: float = 30.0, pong_timeout_s: float = 10.0, data_timeout_s: float = 20.0,
                  subscribe_timeout_s: float = 5.0, healthy_after_s: float = 30.0, max_frame_bytes: int = 1 << 20,
                  clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] | None = None,
-                 name: str = "hl-websocket") -> None:
+                 name: str = "hl-websocket", recorder: FrameRecorder | None = None) -> None:
         self._options: dict[str, Any] = dict(
             reconnect_interval_s=reconnect_interval_s, max_backoff_s=max_backoff_s,
             max_reconnect_attempts=max_reconnect_attempts, ping_interval_s=ping_interval_s,
             pong_timeout_s=pong_timeout_s, data_timeout_s=data_timeout_s, subscribe_timeout_s=subscribe_timeout_s,
-            healthy_after_s=healthy_after_s, max_frame_bytes=max_frame_bytes, clock=clock, rng=rng, name=name)
+            healthy_after_s=healthy_after_s, max_frame_bytes=max_frame_bytes, clock=clock, rng=rng, name=name,
+            recorder=recorder)
+        self.recorder = recorder
+        self._record = recorder.record if recorder is not None else None  # (t_ns, text): one call per frame
         self._subs = SubscriptionRegistry(subscriptions, subscribe_timeout_s)
         self.subscriptions = self._subs.subscriptions  # trades first
         self.url = url
@@ -89,8 +94,11 @@ class HyperliquidWebSocketClient:
     # ---- lifecycle ----
 
     def start(self) -> None:
+        """Start the socket thread (and the recorder's writer, shared with a restarted client)."""
         if self._thread is not None:
             return
+        if self.recorder is not None:
+            self.recorder.start()
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -260,7 +268,10 @@ class HyperliquidWebSocketClient:
         if len(payload) > self.max_frame_bytes:
             self._counters.frame_error("oversized_frame")
             return
-        result = parse_frame(payload.decode("utf-8", "replace"), time.monotonic_ns())
+        text = payload.decode("utf-8", "replace")
+        if self._record is not None:  # record.dir: the frame goes to the recorder's queue (never blocks)
+            self._record(time.time_ns(), text)
+        result = parse_frame(text, time.monotonic_ns())
         for kind in result.errors:
             if kind != "greeting":
                 self._counters.frame_error(kind, result.error_text)

@@ -256,10 +256,12 @@ class TradingLoop:
         ws = self.ws_settings
         fresh_limit = ws.stale_after + ws.fallback_poll_interval * 2 if ws.enabled else self.check_interval_s * 2
         stats = self.ws.stats() if self.ws is not None else None
+        record = self.ws.recorder.stats() if self.ws is not None and self.ws.recorder is not None else None
         self._snapshot = build_snapshot(
             now_s=now, started_s=self.started,
             markets={coin: market_view(t) for coin, t in self.traders.items()},
-            stream=stream_view(stats, ws.enabled, self.prices.fallback, self.events.qsize(), self.ws_restarts, now),
+            stream=stream_view(stats, ws.enabled, self.prices.fallback, self.events.qsize(), self.ws_restarts, now,
+                               record),
             positions=self._positions(),
             loop={"account": self.address, "signer": self.signer,
                   "price_fresh_limit_s": fresh_limit, "mode": self.prices.mode, "dry_run": self.paper,

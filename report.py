@@ -127,15 +127,18 @@ def _round_trips(fills: list[dict[str, Any]], reason_of: Any) -> tuple[list[Roun
     return trades, position
 
 
-def format_report(report: Report, title: str = "") -> str:
-    """The journal as a person reads it: one row per closed trade, then rows per coin and per exit
-    reason, and the totals (fees and funding included)."""
+def format_report(report: Report, title: str = "", max_rows: int | None = None) -> str:
+    """The journal as a person reads it: one row per closed trade (the last `max_rows` when given),
+    then rows per coin and per exit reason, and the totals (fees and funding included)."""
     lines = [title] if title else []
     lines.append(f"fills journaled: {report.fills}    closed trades: {len(report.trades)}")
     if report.trades:
+        shown = report.trades if max_rows is None else report.trades[-max_rows:]
+        if len(shown) < len(report.trades):
+            lines.append(f"(the last {len(shown)} trades; {len(report.trades) - len(shown)} before them not shown)")
         lines.append(f"{'closed (UTC)':<20} {'coin':<8} {'side':<6} {'size':>10} {'entry':>12} {'exit':>12} "
                      f"{'pnl':>10} {'fees':>8}  exit")
-        for t in report.trades:
+        for t in shown:
             when = dt.datetime.fromtimestamp(t.closed_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(f"{when:<20} {t.coin:<8} {t.side:<6} {t.size:>10} {t.entry_px:>12.2f} {t.exit_px:>12.2f} "
                          f"{t.pnl:>10.2f} {t.fees:>8.4f}  {t.exit_reason}")

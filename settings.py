@@ -116,6 +116,11 @@ class AccountSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    dir: str | None = None  # every raw WebSocket frame, hourly gzip JSONL files (recorder.py); None: off
+
+
+@dataclass(frozen=True)
 class SimulatorSettings:
     seed: int = 42
     trade_rate_hz: float = 5.0
@@ -163,6 +168,7 @@ class Settings:
     simulator: SimulatorSettings = SimulatorSettings()
     risk: RiskSettings = RiskSettings()
     notify: NotifySettings = NotifySettings()
+    record: RecordSettings = RecordSettings()
     markets: tuple[MarketSettings, ...] = ()  # filled by the loader: `symbol` alone is one market
     source: str = ""  # the file these settings came from
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from market import MarketTrader
+from recorder import RecorderStats
 from ws_parts import WsStats
 
 
@@ -44,10 +45,11 @@ def book_view(trader: MarketTrader) -> dict[str, Any]:
 
 
 def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_depth: int, thread_restarts: int,
-                now_s: float) -> dict[str, Any]:
-    """The `websocket` section: the socket thread's stats turned into stamps."""
+                now_s: float, record: RecorderStats | None = None) -> dict[str, Any]:
+    """The `websocket` section: the socket thread's stats turned into stamps (and the recorder's
+    counts under `record` when record.dir is set)."""
     age_s = stats.last_message_age_s if stats is not None else None
-    return {
+    view = {
         "enabled": enabled,
         "connected": stats is not None and stats.connected,
         "subscriptions": stats.subscriptions_confirmed if stats else 0,
@@ -60,6 +62,10 @@ def stream_view(stats: WsStats | None, enabled: bool, fallback: bool, queue_dept
         "internal_errors": stats.internal_errors if stats else 0,
         "thread_restarts": thread_restarts,
     }
+    if record is not None:
+        view["record"] = {"written": record.written, "dropped": record.dropped, "failed": record.failed,
+                          "queued": record.queued}
+    return view
 
 
 def build_snapshot(*, now_s: float, started_s: float, markets: Mapping[str, Mapping[str, Any]],

@@ -211,7 +211,9 @@ class EmaCross:
 
     Each cross is reported once, to the first call that sees it (keyed by the candle it happened
     on): asking again before the next candle closes returns None, so a stop-out is not followed by a
-    re-entry on the same stale cross. This is the only state.
+    re-entry on the same stale cross. So asking again with the same closed candles always answers
+    None, and does so without computing the averages again (the bot asks every second; a backtest
+    asks as often over hours of data). That is the only state.
     """
 
     name = "ema_cross"
@@ -226,6 +228,7 @@ class EmaCross:
         values = resolve_params(EmaCross, {"fast": fast, "slow": slow})
         self.fast, self.slow = values["fast"], values["slow"]
         self._reported_ms: int | None = None
+        self._evaluated: tuple[int, Decimal, int] | None = None  # the last closed candle already looked at
 
     def cross(self, closes: Sequence[Decimal]) -> Signal:
         """The cross on the last close, if any (stateless)."""
@@ -243,6 +246,10 @@ class EmaCross:
     def on_candles(self, candles: Sequence[Candle], price: Decimal, has_position: bool) -> Signal:
         if len(candles) < self.slow + 1:
             return None
+        last = (candles[-1].open_time_ms, candles[-1].close, len(candles))
+        if last == self._evaluated:
+            return None  # the same closed candles: their cross, if any, was reported already
+        self._evaluated = last
         signal = self.cross([c.close for c in candles])
         if signal is None:
             return None

@@ -1,12 +1,14 @@
 """hlbot entry point: the command line and the wiring of the parts.
 
-`python trading_bot.py --config config/config.json [--dry-run] [--check-config] [--report]`
+`python trading_bot.py --config config/config.json [--dry-run] [--check-config] [--report [--html [PATH]]]`
 `python trading_bot.py --config config/config.json --ctl status|pause|resume|close [COIN]`
+`python trading_bot.py --config config/config.json --backtest FILE... [--html PATH] [--fills book|paper]`
 
-Owns: start-up (config, logging, instance lock, state, simulator for `network: local`, meta and the
-account over REST with a few quick tries, leverage per market, candle warm-up, the WebSocket and
-health threads, notifications and the control socket), building the parts (docs/ARCHITECTURE.md)
-and running the loop until SIGINT or SIGTERM, then the shutdown steps in reverse order.
+Owns: dispatching `--report` and `--backtest` (backtest_report.py), start-up (config, logging,
+instance lock, state, simulator for `network: local`, meta and the account over REST with a few
+quick tries, leverage per market, candle warm-up, the WebSocket and health threads, notifications
+and the control socket), building the parts (docs/ARCHITECTURE.md) and running the loop until
+SIGINT or SIGTERM, then the shutdown steps in reverse order.
 Must not: trade (loop.py and market.py do), or print a key: a bad config or setup is one line and
 exit status 2. What can be known before anything is signed is checked first, the same for
 `--check-config [--online]` and a start (preflight.py); `--version` prints the version.
@@ -24,9 +26,9 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
+from backtest_report import backtest_command, report_command
 from banner import log_banner
 from config_load import ConfigError, load_private_key, load_settings
 from ctl import run_ctl, serve_ctl, socket_path
@@ -34,7 +36,7 @@ from execution import OrderExecutor
 from health_server import HealthServer
 from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_websocket import HyperliquidWebSocketClient
-from logsetup import setup_logging
+from logsetup import FORMAT as LOG_FORMAT, setup_logging
 from loop import TradingLoop
 from market import MarketTrader
 from notify import Notifier, build_notifier
@@ -42,11 +44,11 @@ from paper import PaperExchange
 from preflight import StartError, check_authority, check_exchange, check_offline, check_online
 from protection import Protection
 from reconcile import Reconciler
+from recorder import FrameRecorder
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from settings import Settings, resolved_view, with_dry_run
 from signing import L1Signer
-from report import format_report, journal_report
 from state import InstanceLock, StateError, StateStore
 from state_writer import StateWriter
 from strategies import build_strategy, interval_ms
@@ -73,7 +75,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", action="store_true", help="print the trade journal and exit")
     parser.add_argument("--ctl", nargs="+", metavar="COMMAND", help="talk to the running bot: status, pause [COIN], "
                         "resume [COIN], close [COIN] (exit 1 if no bot runs)")
-    return parser.parse_args(argv)
+    parser.add_argument("--html", nargs="?", const="", metavar="PATH",
+                        help="with --report: also draw the journal as an HTML file (default reports/ beside the "
+                             "config); with --backtest: where its HTML report goes")
+    parser.add_argument("--backtest", nargs="+", metavar="FILE",
+                        help="run the configured strategy and exits over recorded frame files (record.dir), paper "
+                             "fills, no network; print the report, write the HTML picture")
+    parser.add_argument("--fills", choices=("book", "paper"), default="book",
+                        help="with --backtest: paper fills walk the recorded l2Book when fresh, as a dry run's "
+                             "(book), or always fill by the slippage rule (paper)")
+    args = parser.parse_args(argv)
+    if args.html is not None and not (args.report or args.backtest):
+        parser.error("--html goes with --report or --backtest")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         if args.dry_run:
             settings = with_dry_run(settings)
+        if args.backtest:  # no key, no network: paper fills over the recording
+            logging.basicConfig(level=logging.ERROR, format=LOG_FORMAT)  # a backtest logs only errors
+            return backtest_command(settings, args.backtest, args.html, use_book=args.fills == "book")
         key = load_private_key(settings)
         notes = [] if args.report or args.ctl else check_offline(settings, key)  # --ctl: no key needed
     except ConfigError as exc:
@@ -94,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         return check_config(settings, key, notes, args.online)
     if args.report:
-        return print_report(settings)
+        return report_command(settings, args.html)
     if args.ctl:
         return run_ctl(settings.state.path, args.ctl)
     setup_logging(settings.logging)
@@ -120,30 +137,6 @@ def check_config(settings: Settings, key: bytes | None, notes: list[str], online
     view["checks"] = {"version": __version__, "offline": "passed", "notes": notes,
                       "online": "passed" if online else "not run (add --online to ask the exchange)"}
     print(json.dumps(view, indent=2))
-    return 0
-
-
-def print_report(settings: Settings) -> int:
-    path = Path(settings.state.path)
-    if not path.exists():
-        print(f"no journal yet at {path}")
-        return 0
-    try:
-        store = StateStore(str(path))
-        store.open()
-    except StateError as exc:
-        print(f"state: {exc}", file=sys.stderr)
-        return 2
-    try:
-        account = store.get("account")
-        print(f"journal: {path}" + (f" (account {account} on {store.get('network')})" if account else ""))
-        print(format_report(journal_report(store), "live trading:"))
-        paper = journal_report(store, paper=True)
-        if paper.fills:
-            print()
-            print(format_report(paper, "paper trading (dry run; fills simulated):"))
-    finally:
-        store.close()
     return 0
 
 
@@ -221,6 +214,8 @@ def build_bot(settings: Settings, key: bytes | None, store: StateStore, stop_eve
     if settings.dry_run:  # paper fills walk each market's latest l2Book
         exchange.book_of = lambda coin: loop.traders[coin].quotes.fresh_book() if coin in loop.traders else None
     if ws_client is not None:
+        if ws_client.recorder is not None:
+            cleanup.append(ws_client.recorder.stop)  # after the socket thread: its last frames are written
         cleanup.append(lambda: loop.ws.stop() if loop.ws is not None else None)  # the thread the loop has now
     for trader in loop.traders.values():
         _warm_up(trader, rest)
@@ -325,7 +320,8 @@ def _ws_client(settings: Settings, ws_url: str, address: str,
     return HyperliquidWebSocketClient(
         ws_url, subs, events, reconnect_interval_s=ws.reconnect_interval, max_backoff_s=ws.max_backoff,
         max_reconnect_attempts=ws.max_reconnect_attempts, ping_interval_s=ws.ping_interval,
-        pong_timeout_s=ws.pong_timeout, data_timeout_s=ws.data_timeout, subscribe_timeout_s=ws.subscribe_timeout)
+        pong_timeout_s=ws.pong_timeout, data_timeout_s=ws.data_timeout, subscribe_timeout_s=ws.subscribe_timeout,
+        recorder=FrameRecorder(settings.record.dir) if settings.record.dir else None)
 
 
 def _run(settings: Settings, key: bytes | None, store: Any, stop_event: threading.Event,

@@ -6,9 +6,10 @@ client's queue as the bot would. Figures per burst: the socket thread's CPU time
 own clock, `pthread_getcpuclockid`) and frames/s from the burst request to the last Trade on the
 queue. Printed: the median (min-max) over the bursts.
 
-    python bench/ws_frames.py [--root DIR] [--frames N] [--bursts R]
+    python bench/ws_frames.py [--root DIR] [--frames N] [--bursts R] [--record DIR]
 
-`--root` picks the code to measure (a checkout of another revision), default this one.
+`--root` picks the code to measure (a checkout of another revision), default this one; `--record`
+turns recording on (record.dir), to see what it costs the socket thread.
 """
 from __future__ import annotations
 
@@ -60,10 +61,15 @@ def main() -> None:
     parser.add_argument("--root", default=str(HERE))
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--bursts", type=int, default=7)
+    parser.add_argument("--record", metavar="DIR", help="record every frame to DIR (record.dir; this tree's recorder)")
     args = parser.parse_args()
     sys.path.insert(0, args.root)
     from hyperliquid_websocket import HyperliquidWebSocketClient
     from stream_events import Trade
+    options: dict[str, Any] = {}
+    if args.record:
+        from recorder import FrameRecorder
+        options["recorder"] = recorder = FrameRecorder(args.record)
 
     ctx = multiprocessing.get_context("spawn")
     here, there = ctx.Pipe()
@@ -71,7 +77,7 @@ def main() -> None:
     child.start()
     url = here.recv()
     q: queue.Queue = queue.Queue(args.frames + 1000)
-    client = HyperliquidWebSocketClient(url, [{"type": "trades", "coin": "BTC"}], q, name=NAME)
+    client = HyperliquidWebSocketClient(url, [{"type": "trades", "coin": "BTC"}], q, name=NAME, **options)
     client.start()
     deadline = time.monotonic() + 10
     while client.stats().subscriptions_confirmed != 1:
@@ -103,6 +109,11 @@ def main() -> None:
         cpu_us.append(c)
         rate.append(r)
     client.stop()
+    recorded = ""
+    if args.record:
+        recorder.stop()
+        stats = recorder.stats()
+        recorded = f"; recorded {stats.written}, dropped {stats.dropped}, failed {stats.failed}"
     here.send(("stop", 0))
     child.join(5)
     assert client.stats().dropped_market_data == 0
@@ -110,7 +121,7 @@ def main() -> None:
     def fmt(xs: list[float], spec: str) -> str:
         return f"{statistics.median(xs):{spec}} ({min(xs):{spec}}-{max(xs):{spec}})"
     print(f"root={args.root} frames={args.frames} bursts={args.bursts}: socket-thread CPU us/frame "
-          f"{fmt(cpu_us, '.2f')}; frames/s {fmt(rate, '.0f')}")
+          f"{fmt(cpu_us, '.2f')}; frames/s {fmt(rate, '.0f')}{recorded}")
 
 
 if __name__ == "__main__":

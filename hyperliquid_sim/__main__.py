@@ -1,4 +1,4 @@
-"""`python -m hyperliquid_sim --host 127.0.0.1 --port 8765 [--seed N] [--chain testnet|mainnet] [--replay FILE]`.
+"""`python -m hyperliquid_sim --host 127.0.0.1 --port 8765 [--seed N] [--chain testnet|mainnet] [--replay FILE...]`.
 
 `--port 0` picks a free port; the log line `simulator listening on http://HOST:PORT` names it.
 SIGINT or SIGTERM stops it and exits 0; a bad replay file exits 2 before listening.
@@ -31,8 +31,9 @@ def main() -> None:
     p.add_argument("--initial-usdc", type=Decimal, default=Decimal("10000"))
     p.add_argument("--extra-coins", type=int, default=0, metavar="N",
                    help="N test coins TEST1..TESTN after BTC ETH SOL (szDecimals 2, maxLeverage 20, price 100)")
-    p.add_argument("--replay", metavar="FILE", help='JSONL trades {"coin","px","sz","side","time"} to replay '
-                                                    "instead of the random walk")
+    p.add_argument("--replay", metavar="FILE", nargs="+",
+                   help='JSONL trades {"coin","px","sz","side","time"}, or the bot\'s recorded frames '
+                        "(record.dir files frames-*.jsonl.gz, one or more), to replay instead of the random walk")
     p.add_argument("--replay-speed", type=float, default=1.0, help="2 replays twice as fast (default 1)")
     p.add_argument("--book-depth-usd", type=Decimal, default=Decimal("100000"),
                    help="seeded notional at the book's touch; deeper levels hold more (default 100000)")
@@ -42,7 +43,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sim = SimServer(SimConfig(host=args.host, port=args.port, seed=args.seed, chain=args.chain,
                               trade_rate_hz=args.trade_rate, volatility=args.volatility,
-                              initial_usdc=args.initial_usdc, replay_path=args.replay,
+                              initial_usdc=args.initial_usdc,
+                              replay_path=tuple(args.replay) if args.replay else None,
                               extra_coins=test_coins(args.extra_coins),
                               replay_speed=args.replay_speed, book_depth_usd=args.book_depth_usd))
     stop = threading.Event()

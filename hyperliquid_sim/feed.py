@@ -1,7 +1,7 @@
 """The simulator's price feed: where trades come from and what each one pushes.
 
-Owns: the seeded random walk, the replay of a recorded JSONL trade stream (its loading, pacing
-and pausing), printing a trade (the engine moves the price and fills what crossed; then trades,
+Owns: the seeded random walk, the replay of a recorded JSONL trade stream or of the bot's
+recorded frames (its loading, pacing and pausing), printing a trade (the engine moves the price and fills what crossed; then trades,
 bbo, allMids and candle pushes, and the fills and order updates of the users it touched), pause
 and resume, and how often l2Book rounds run.
 Must not: decide what a trade fills (engine.py does), keep connections or subscriptions (ws.py
@@ -14,7 +14,10 @@ import json
 import logging
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Iterable, Sequence
+
+from recording import is_frames_file, read_frames
+from stream_events import Trade, parse_frame
 
 from . import wire
 from .engine import ReplayTrade, parse_replay
@@ -22,6 +25,38 @@ from .state import SimConfig, SimState, now_ms
 from .ws import WebSocketEndpoint
 
 log = logging.getLogger("sim")
+
+
+def replay_from_frames(paths: Sequence[Path], coins: Iterable[str]) -> list[ReplayTrade]:
+    """The live trades of recorded frame files (recording.py format) as a replay: parsed with the
+    bot's own `parse_frame`, the server's replay of recent trades after each subscription left
+    out (history, already printed or older than the recording), each trade once (by coin and tid),
+    in time order. A coin the simulator does not list is a ValueError naming it."""
+    known = set(coins)
+    seen: set[tuple[str, int]] = set()
+    snapshot_next: set[str] = set()
+    out: list[ReplayTrade] = []
+    for t_ns, raw in read_frames(paths):
+        parsed = parse_frame(raw, t_ns)
+        sub = (parsed.ack or {}).get("subscription")
+        if isinstance(sub, dict) and sub.get("type") == "trades":
+            snapshot_next.add(str(sub.get("coin")))
+        trades = [e for e in parsed.events if type(e) is Trade]
+        if not trades:
+            continue
+        if trades[0].coin in snapshot_next:
+            snapshot_next.discard(trades[0].coin)
+            continue
+        for t in trades:
+            if t.coin not in known:
+                raise ValueError(f"replay: coin {t.coin} is not one of {sorted(known)}")
+            if (t.coin, t.tid) not in seen:
+                seen.add((t.coin, t.tid))
+                out.append(ReplayTrade(t.coin, t.price, t.size, "B" if t.side == "buy" else "A", t.time_ms))
+    if not out:
+        raise ValueError("replay: no trades in the recorded frames")
+    out.sort(key=lambda trade: trade.time_ms)  # stable: the recorded order within a millisecond
+    return out
 
 
 class PriceFeed:
@@ -34,14 +69,21 @@ class PriceFeed:
             self._on.set()
         self._replay: list[ReplayTrade] = []
 
-    def load_replay(self, path: Path) -> dict[str, Decimal]:
-        """Read the recording (ValueError/OSError if bad); returns each coin's first price."""
-        with path.open(encoding="utf-8") as f:
-            self._replay = parse_replay(f, self._config.coins)
+    def load_replay(self, paths: Sequence[Path]) -> dict[str, Decimal]:
+        """Read the recording (ValueError/OSError if bad): a JSONL of trades, or the bot's recorded
+        frames (`record.dir` files, detected by their content); returns each coin's first price."""
+        if all(is_frames_file(p) for p in paths):
+            self._replay = replay_from_frames(paths, self._config.coins)
+        elif len(paths) == 1:
+            with paths[0].open(encoding="utf-8") as f:
+                self._replay = parse_replay(f, self._config.coins)
+        else:
+            raise ValueError("replay: several files must all be recorded frames (frames-*.jsonl.gz)")
         first: dict[str, Decimal] = {}
         for trade in self._replay:
             first.setdefault(trade.coin, trade.px)
-        log.info("replaying %d trades from %s at %gx", len(self._replay), path, self._config.replay_speed)
+        log.info("replaying %d trades from %s at %gx", len(self._replay), ", ".join(map(str, paths)),
+                 self._config.replay_speed)
         return first
 
     def loops(self) -> list[Coroutine[Any, Any, None]]:

@@ -84,7 +84,8 @@ class SimServer:
     def start(self) -> None:
         """Raises ValueError/OSError for an unreadable or malformed replay file, before listening."""
         if self.config.replay_path:
-            first_prices = self._feed.load_replay(Path(self.config.replay_path))
+            paths = self.config.replay_path
+            first_prices = self._feed.load_replay([Path(p) for p in ((paths,) if isinstance(paths, str) else paths)])
             self._state.engine = make_engine(self.config, first_prices)
         self._thread = threading.Thread(target=self.loop.run_forever, name="hl-sim", daemon=True)
         self._thread.start()

@@ -49,7 +49,7 @@ class SimConfig:
     book_interval_s: float = 0.5  # l2Book pushes at most this often, and only when it changed
     book_resend_s: float = 5.0  # an unchanged l2Book is sent again this often (a 2026 probe: ~5 s)
     book_depth_usd: Decimal = DEFAULT_DEPTH_USD  # seeded notional at the book's touch (deeper levels hold more)
-    replay_path: str | None = None  # JSONL trades (engine.parse_replay) instead of the random walk
+    replay_path: str | tuple[str, ...] | None = None  # JSONL trades, or recorded frame files, instead of the walk
     replay_speed: float = 1.0  # 2.0 replays the recording twice as fast
 
 
