@@ -10,7 +10,7 @@ import queue
 import time
 from decimal import Decimal as D
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -23,7 +23,7 @@ from config_load import settings_from_dict
 from hyperliquid_sim import SimConfig, SimServer
 from hyperliquid_websocket import HyperliquidWebSocketClient
 from report import journal_report
-from strategies import register
+from strategies import STRATEGIES, register
 from tests.integration.test_websocket import drain
 from tests.unit.test_recording import StuckDisk
 from harness.bot import TEST_CONFIG, bot_config, make_bot
@@ -49,7 +49,6 @@ def _px(value: D) -> str:
     return str(value.quantize(D(1)))
 
 
-@register("long_above")
 class LongAbove:
     """Long whenever flat and the price is above `above`: the entries come on the test's own
     prices, not on the newest trade of the server's replay (whether the loop had the book then is
@@ -65,6 +64,14 @@ class LongAbove:
 
 
 STRATEGY = {"name": "long_above", "params": {"above": 50150}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def long_above() -> Iterator[None]:
+    """The test's strategy, selectable by name for this module's live run and backtests only."""
+    register("long_above")(LongAbove)
+    yield
+    STRATEGIES.pop("long_above", None)
 
 
 @pytest.fixture(scope="module")
