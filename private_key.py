@@ -15,9 +15,7 @@ from typing import Mapping
 
 from config_errors import ConfigError, quote_path
 from settings import Settings
-
-# secp256k1's group order: a private key is an integer in [1, N).
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+from signing import SECP256K1_N  # the group order: a private key is an integer in [1, N)
 
 
 def _parse_key(text_: str, where: str) -> bytes:

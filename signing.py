@@ -40,8 +40,8 @@ _DOMAIN_SEPARATOR = keccak(
 )
 _SOURCE_HASH = {True: keccak(b"a"), False: keccak(b"b")}  # mainnet "a", testnet "b"
 
-# secp256k1 group order, for the low-s rule (EIP-2) when verifying.
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+# secp256k1 group order: private keys are in [1, N); the low-s rule (EIP-2) when verifying.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def address_to_bytes(address: str) -> bytes:
@@ -126,7 +126,7 @@ def recover_digest_signer(digest: bytes, signature: Signature) -> str:
         v = int(signature["v"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError("malformed signature") from exc
-    if v not in (27, 28) or not (0 < r < _SECP256K1_N) or not (0 < s <= _SECP256K1_N // 2):
+    if v not in (27, 28) or not (0 < r < SECP256K1_N) or not (0 < s <= SECP256K1_N // 2):
         raise ValueError("malformed signature")
     raw = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v - 27])
     try:
