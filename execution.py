@@ -183,12 +183,11 @@ class OrderExecutor:
         self.want_check(f"{record.coin} {record.purpose} result unknown")
 
     def entry_in_doubt(self, coin: str) -> bool:
-        return any(o.coin == coin and o.purpose == "entry" for o in self.unknown.orders.values())
+        return self.unknown.has("entry", coin=coin)
 
     def blocks_entries(self, coin: str) -> bool:
         """An entry that may have filled, or an exit still able to close a new position."""
-        orders = self.unknown.orders  # (asked on every loop turn while flat: mostly empty)
-        return bool(orders) and any(o.coin == coin and o.purpose in ("entry", "exit") for o in orders.values())
+        return self.unknown.has("entry", "exit", coin=coin)
 
     def lookup_timer(self, now: float) -> None:
         """One lookup per loop turn: each is up to two /info round trips, and exits must not queue behind."""

@@ -2,7 +2,7 @@
 
 Owns: one frozen dataclass per config section and `Settings` over them (every key's default is
 here), the values derived from them (REST and WebSocket URLs, live trading, notifications on), `resolved_view` for
-`--check-config`, `with_dry_run` and `market_of`.
+`--check-config` and `with_dry_run`.
 Must not: read a file or the environment, or check a document: config_load.py builds these from a
 config (config_checks.py holds the per-key checks). No secret is ever a setting.
 """
@@ -252,8 +252,3 @@ def with_dry_run(settings: Settings) -> Settings:
     """`--dry-run`: force paper trading whatever the config says."""
     return replace(settings, dry_run=True)
 
-
-def market_of(coin_name: str, trading: TradingSettings | None = None,
-              strategy: StrategySettings | None = None) -> MarketSettings:
-    """A market with the given (or default) settings: for tests and tools."""
-    return MarketSettings(coin_name, trading or TradingSettings(), strategy or StrategySettings())

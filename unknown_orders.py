@@ -102,8 +102,11 @@ class UnknownOrders:
     def due(self, now_s: float) -> list[UnknownOrder]:
         return [o for o in self.orders.values() if now_s >= o.next_lookup_s]
 
-    def has(self, purpose: str) -> bool:
-        return any(o.purpose == purpose for o in self.orders.values())
+    def has(self, *purposes: str, coin: str | None = None) -> bool:
+        """An order in doubt of one of `purposes` (of `coin`, when given)?"""
+        orders = self.orders  # asked on every loop turn while flat: mostly empty
+        return bool(orders) and any(o.purpose in purposes and (coin is None or o.coin == coin)
+                                    for o in orders.values())
 
     def oldest_since_s(self) -> float | None:
         return min((o.since_s for o in self.orders.values()), default=None)

@@ -86,5 +86,6 @@ def test_registry_due_purpose_and_notional() -> None:
     assert len(reg) == 2 and a.cloid in reg
     assert reg.due(5.0) == [a] and set(o.cloid for o in reg.due(10.0)) == {a.cloid, b.cloid}
     assert reg.has("entry") and reg.has("exit") and not reg.has("sl")
+    assert reg.has("entry", coin="") and not reg.has("entry", coin="ETH") and reg.has("sl", "exit")
     assert reg.notional_usd("entry") == D("200") and reg.notional_usd("sl") == 0
     assert reg.remove(a.cloid) is a and reg.remove(a.cloid) is None and not reg.has("entry")
