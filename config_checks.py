@@ -76,10 +76,12 @@ def boolean(value: Any) -> bool:
     return value
 
 
-def one_of(*choices: str) -> Check:
-    def check(value: Any) -> str:
+def one_of(*choices: str, optional: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
         if value not in choices:
-            raise Bad("one of " + ", ".join(f'"{c}"' for c in choices))
+            raise Bad("one of " + ", ".join(f'"{c}"' for c in choices) + (" or null" if optional else ""))
         return value
     return check
 

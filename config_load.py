@@ -69,6 +69,9 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "max_position_usd": decimal(0),
         "max_orders_per_minute": number(1, 1000, lo_open=False, integer=True),
         "exits_on_exchange": boolean,
+        "entry_order": one_of("ioc", "post_only", optional=True),
+        "maker_repeg_s": number(0.5, 3600, lo_open=False),
+        "maker_timeout_s": number(1, 86_400, lo_open=False),
     }),
     "strategy": (StrategySettings, {
         "name": text(),

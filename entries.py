@@ -3,7 +3,9 @@
 Owns: the market's strategy (asked at most once a second between candle closes), the cooldown
 after a close, the market's risk guard (position cap, orders per minute), the account-wide limits
 (`account_refusal`, pure; the loop gives it every market's figures), waiting while one of the market's orders may still fill, the position is
-unconfirmed or a stale stop's cancel keeps failing, and sending the entry IOC.
+unconfirmed or a stale stop's cancel keeps failing or a post-only entry is being worked, and sending
+the entry: an IOC, or a post-only order at the touch (`trading.entry_order: post_only`, or the
+strategy's `entry_order`), worked by maker.py.
 Must not: hold the position (the market trader does, from what `maybe_enter` returns), or send an
 entry whose cloid could not be saved first.
 """
@@ -15,6 +17,7 @@ from typing import Callable, Literal, Protocol, Sequence
 
 from execution import Ioc, NotSent, OrderExecutor
 from logsetup import RateLimitedLog
+from maker import Host, MakerEntry
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import RiskSettings, TradingSettings
 from sizing import RiskGuard, order_size
@@ -57,7 +60,7 @@ class Entries:
     """One market's entry decision and order."""
 
     def __init__(self, coin: str, trading: TradingSettings, sz_decimals: int, strategy: Strategy, guard: RiskGuard,
-                 executor: OrderExecutor, account: Account, clock: Callable[[], float],
+                 executor: OrderExecutor, account: Account, host: Host, clock: Callable[[], float],
                  now_ms: Callable[[], int]) -> None:
         self.coin, self.trading, self.sz_decimals, self.strategy = coin, trading, sz_decimals, strategy
         self.executor, self.account, self.clock, self.now_ms = executor, account, clock, now_ms
@@ -67,6 +70,8 @@ class Entries:
         self.blocked_until = 0.0
         self.last_eval = 0.0
         self.last_closed_candles = 0
+        self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, clock, now_ms)
+        self.post_only = (trading.entry_order or getattr(strategy, "entry_order", None)) == "post_only"
 
     def cool_down(self) -> None:
         """A position just closed: no entry for a while (no churn)."""
@@ -89,7 +94,7 @@ class Entries:
         return (side, filled, avg_px) if filled > 0 else None
 
     def _blocked(self, now: float) -> bool:
-        if not self.enabled or now < self.blocked_until:
+        if not self.enabled or now < self.blocked_until or self.maker.work is not None:
             return True
         if self.executor.blocks_entries(self.coin) or self.account.check_due():
             return True  # an order that may still fill, or a position not confirmed yet
@@ -117,7 +122,11 @@ class Entries:
         if not self.account.entry_slot():
             self.last_eval = 0.0  # another market entered this turn: ask again next turn
             return nothing
-        log.info("%s entry signal %s at %s (strategy %s)", self.coin, side, price, self.strategy.name)
+        log.info("%s entry signal %s at %s (strategy %s%s)", self.coin, side, price, self.strategy.name,
+                 ", post-only" if self.post_only else "")
+        if self.post_only:
+            self.maker.start(side, size, price)  # the position opens when it fills (maker.py)
+            return nothing
         order = Ioc(self.coin, side == "long", size, price, self.trading.slippage_pct, False, "entry")
         try:
             filled, avg_px = self.executor.send_ioc(order, guard=self.guard)

@@ -1,8 +1,8 @@
 """Order execution for every market: send with a client order id, know what became of it.
 
 Owns: sending IOC orders (the cloid saved first for entries; exits use a cloid reserved ahead of
-need, or a fresh one saved after sending: an exit never waits on the disk), the three outcomes of
-a send (done, not executed, unknown), the registry of orders whose result is unknown and their
+need, or a fresh one saved after sending: an exit never waits on the disk) and post-only entries
+(maker.py works them), the three outcomes of a send (done, not executed, unknown), the registry of orders whose result is unknown and their
 lookups by cloid (a timer of the loop, one per turn, past the order's signed expiry; sizes and
 prices from the exchange's fills), reserved exit cloids, cancels by cloid and the ones that failed
 (retried before the next entry in that coin), and paper fills in the journal.
@@ -43,6 +43,9 @@ class Exchange(Protocol):
 
     def trigger_order(self, coin: str, is_buy: bool, size: Decimal, trigger_px: Decimal, tpsl: str,
                       **kw: Any) -> list[OrderResult]: ...
+
+    def place_order(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, tif: str = "Gtc",
+                    reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]: ...
 
     def cancel_by_cloid(self, coin: str, cloid: str) -> bool: ...
 
@@ -111,19 +114,41 @@ class OrderExecutor:
             record = record.filled_by_result(result.total_size, result.avg_px, self.now_ms())
             self.store.save_order(record)
             if self.paper:
-                self._journal_paper_fill(record, result)
+                self.journal_paper_fill(record, result.total_size, result.avg_px, result.oid)
             return result.total_size, result.avg_px
         self.store.save_order(record.rejected(result.message or result.kind, self.now_ms()))
         log.warning("%s %s order %s: %s", order.coin, order.purpose, result.kind, result.message)
         return Decimal(0), Decimal(0)
 
+    def send_post_only(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal,
+                       guard: RiskGuard) -> tuple[OrderRecord, OrderResult]:
+        """Send a post-only (`Alo`) entry resting at `limit_px`: its cloid saved first (NotSent if
+        the disk refuses) and counted by the guard; (the record as sent, the exchange's answer).
+        Raises like send_ioc; an entry in doubt that turns out to rest is canceled (`_settled`)."""
+        record = OrderRecord.new(cloid=new_cloid(), coin=coin, side="buy" if is_buy else "sell", size=size,
+                                 limit_px=limit_px, reduce_only=False, purpose="entry", created_ms=self.now_ms())
+        if not self.store.save_order(record):
+            raise NotSent(f"its cloid could not be saved ({self.store.error})")
+        guard.record_order(self.now_ms())
+        result = self._sent(record, size * limit_px, lambda: self.exchange.place_order(
+            coin, is_buy, size, limit_px, tif="Alo", cloid=record.cloid)[0])
+        return record, result
+
     def _send(self, order: Ioc, record: OrderRecord) -> OrderResult:
+        """An IOC's answer; one that says it rests is an answer we do not understand."""
+        result = self._sent(record, order.size * order.price, lambda: self.exchange.market_order(
+            order.coin, order.is_buy, order.size, order.slippage_pct, reference_px=order.price,
+            reduce_only=order.reduce_only, cloid=record.cloid)[0])
+        if result.kind == "resting":  # an IOC cannot rest
+            unknown = OrderStatusUnknown(record.cloid, self.expiry_bound_ms(), "an IOC answered as resting")
+            self.in_doubt(record, unknown, order.size * order.price)
+            raise unknown
+        return result
+
+    def _sent(self, record: OrderRecord, notional: Decimal, send: Callable[[], OrderResult]) -> OrderResult:
         """The exchange's answer for one order; anything but an answer is an unknown result."""
-        notional = order.size * order.price
         try:
-            result = self.exchange.market_order(order.coin, order.is_buy, order.size, order.slippage_pct,
-                                                reference_px=order.price, reduce_only=order.reduce_only,
-                                                cloid=record.cloid)[0]
+            return send()
         except OrderStatusUnknown as exc:
             self.in_doubt(record, exc, notional)
             raise
@@ -132,26 +157,20 @@ class OrderExecutor:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or an answer nobody foresaw: it may have filled
             unknown = OrderStatusUnknown(record.cloid, self.expiry_bound_ms(), f"{type(exc).__name__}: {exc}")
-            log.error("%s %s order %s: unexpected %s after sending; its result is unknown", order.coin,
-                      order.purpose, record.cloid, type(exc).__name__, exc_info=exc)
+            log.error("%s %s order %s: unexpected %s after sending; its result is unknown", record.coin,
+                      record.purpose, record.cloid, type(exc).__name__, exc_info=exc)
             self.in_doubt(record, unknown, notional)
             raise unknown from exc
-        if result.kind == "resting":  # an IOC cannot rest: an answer we do not understand
-            unknown = OrderStatusUnknown(record.cloid, self.expiry_bound_ms(), "an IOC answered as resting")
-            self.in_doubt(record, unknown, notional)
-            raise unknown
-        return result
 
     def expiry_bound_ms(self) -> int:
         """The latest expiresAfter an order signed by now can carry."""
         return self.now_ms() + self.expiry_ms
 
-    def _journal_paper_fill(self, record: OrderRecord, result: OrderResult) -> None:
-        assert result.total_size is not None and result.avg_px is not None
-        self.store.record_fill(tid=f"paper-{record.cloid}", coin=record.coin, px=result.avg_px,
-                               size=result.total_size, side=record.side, time_ms=self.now_ms(),
-                               oid=result.oid, cloid=record.cloid,
-                               fee=PaperExchange.fee(result.total_size, result.avg_px), closed_pnl=None, paper=True)
+    def journal_paper_fill(self, record: OrderRecord, size: Decimal, px: Decimal, oid: int | None,
+                           maker: bool = False) -> None:
+        self.store.record_fill(tid=f"paper-{record.cloid}", coin=record.coin, px=px, size=size, side=record.side,
+                               time_ms=self.now_ms(), oid=oid, cloid=record.cloid,
+                               fee=PaperExchange.fee(size, px, maker), closed_pnl=None, paper=True)
 
     # ---- reserved exit cloids ----
 
@@ -239,6 +258,9 @@ class OrderExecutor:
             self.on_protective(order.coin, order.cloid, verdict == "resting")
         if record is not None:
             self._record_settlement(record, result)
+        if order.purpose == "entry" and verdict == "resting":  # a post-only entry nobody is working
+            log.warning("%s: entry order %s rests on the exchange; canceling it", order.coin, order.cloid)
+            self.cancel_cloids(order.coin, [order.cloid], reason="an entry in doubt found resting")
 
     def _record_settlement(self, record: OrderRecord, result: Settlement) -> None:
         now_ms = self.now_ms()

@@ -187,8 +187,10 @@ class TradingLoop:
 
     def entry_refusal(self, coin: str, notional_usd: Decimal) -> str | None:
         """The account-wide limits (risk.*), across all markets."""
-        in_doubt = self.executor.unknown.notional_usd("entry")
-        open_flags = [t.position is not None or self.executor.entry_in_doubt(c) for c, t in self.traders.items()]
+        in_doubt = self.executor.unknown.notional_usd("entry") + sum(
+            (t.entries.maker.notional_usd() for t in self.traders.values()), Decimal(0))
+        open_flags = [t.position is not None or self.executor.entry_in_doubt(c) or t.entries.maker.work is not None
+                      for c, t in self.traders.items()]
         return account_refusal(self.risk, open_flags,
                                sum((t.notional_usd() for t in self.traders.values()), in_doubt), notional_usd)
 
@@ -289,7 +291,13 @@ class TradingLoop:
 
     def shutdown(self) -> None:
         """After the loop: save the positions, journal fills already received (market data is
-        dropped; no order goes out now), publish a last health snapshot."""
+        dropped; no order goes out now, and a resting post-only entry is canceled), publish a last
+        health snapshot."""
+        for trader in self.traders.values():
+            try:
+                trader.entries.maker.stop()
+            except Exception as exc:  # noqa: BLE001 - in a `finally`: must not hide why the loop ended
+                log.error("stopping: %s post-only entry cancel failed (%s); the next start cancels it", trader.coin, exc)
         for trader in self.traders.values():
             if trader.position is not None:
                 self.store.save_position(trader.position_record())

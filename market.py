@@ -96,7 +96,8 @@ class MarketTrader:
         self.trading = tr = market.trading
         self.exit_rules = protection.exit_rules
         self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)  # entries and exits
-        self.entries = Entries(self.coin, tr, sz_decimals, strategy, self.guard, executor, account, clock, now_ms)
+        self.entries = Entries(self.coin, tr, sz_decimals, strategy, self.guard, executor, account, self, clock,
+                               now_ms)
         self.executor, self.protection, self.store, self.account = executor, protection, store, account
         self.paper, self.clock, self.now_ms, self.notifier = paper, clock, now_ms, notifier
         self.candle_interval = market.strategy.candle_interval
@@ -116,7 +117,7 @@ class MarketTrader:
         self.quotes = Quotes(clock)  # best bid/ask and levels: exits are priced from them, paper fills walk them
         self.trades_seen = 0
         self._seen = SeenTrades()
-        self.timers = (self._exit_retry_timer, self._entry_timer, self._reserve_timer, self._protection_timer,
+        self.timers = (self._exit_retry_timer, self.entries.maker.timer, self._entry_timer, self._reserve_timer, self._protection_timer,
                        self._save_timer)
 
     @staticmethod
@@ -157,6 +158,8 @@ class MarketTrader:
                 log.info("REST price update: $%.2f %s", price, self.coin)
         if self.position is not None:
             self.check_exits(price)
+        elif self.entries.maker.work is not None:
+            self.entries.maker.on_price(price)
 
     # ---- exits -----------------------------------------------------------------------------
 
@@ -342,6 +345,10 @@ class MarketTrader:
     def position_record(self) -> SavedPosition:
         assert self.position is not None
         return self.position.saved(self.coin)
+
+    @property
+    def has_position(self) -> bool:
+        return self.position is not None
 
     def notional_usd(self) -> Decimal:
         pos = self.position

@@ -170,6 +170,10 @@ class Reconciler:
                                      fee=fill.fee, closed_pnl=fill.closed_pnl, paper=False)
         if new is False:
             return  # journaled before (None: not written yet, but new to us)
+        maker = self.traders[fill.coin].entries.maker
+        if maker.owns(fill.cloid):
+            maker.on_fill(fill.tid, fill.size)  # a post-only entry resting: the fill opens the position
+            return
         if fill.cloid is not None and fill.cloid in self.executor.unknown:
             log.warning("%s: fill of an order whose result was unknown (%s): %s %s at %s; checking the position",
                         fill.coin, fill.cloid, fill.side, fill.size, fill.price)
@@ -200,6 +204,10 @@ class Reconciler:
             return
         if update.cloid in self.executor.unknown:
             self.want("an order whose result was unknown changed status", at_once=True)  # its lookup settles it
+            return
+        maker = self.traders[update.coin].entries.maker
+        if maker.owns(update.cloid):
+            maker.on_update(update.status, update.size, update.orig_size)
             return
         record = self.store.order(update.cloid)
         if record is None or record.is_terminal or record.purpose not in ("sl", "tp"):
@@ -256,6 +264,7 @@ class Reconciler:
         if self.paper:
             return  # reserved cloids stay for a live start to look up: one may be a live exit's
         self.executor.resolve_at_start()
+        self._cancel_resting_entries()
         self.reconcile_fills()
         if not self.check_positions("start-up"):
             self.want("start-up")  # the loop's timers try again
@@ -263,6 +272,20 @@ class Reconciler:
         self.reconcile_funding()  # the journal's, last: nothing in the positions' safety waits on it
         # One line marking the end of start-up reconciliation (the crash test times stop cover by it).
         log.info("start-up reconciliation done: %s", self._summary())
+
+    def _cancel_resting_entries(self) -> None:
+        """A post-only entry left resting by the last run (killed, or its cancel failed) must not
+        open a position nobody works: canceled (a failed cancel is retried before the next entry);
+        one that filled meanwhile is adopted by the position check that follows."""
+        for record in self.store.orders(statuses=("resting",)):
+            if record.purpose == "entry" and record.coin in self.traders:
+                log.warning("%s: post-only entry %s was resting at the last stop; canceling it", record.coin,
+                            record.cloid)
+                self.executor.cancel_cloids(record.coin, [record.cloid], reason="resting entry at start")
+                settled = self.store.order(record.cloid)
+                if settled is not None and not settled.is_terminal and record.cloid not in \
+                        self.executor.uncanceled.get(record.coin, ()):
+                    self.store.save_order(settled.to("canceled", self.now_ms(), reason="not resting at start"))
 
     def _summary(self) -> str:
         parts = []

@@ -61,6 +61,9 @@ class TradingSettings:
     max_position_usd: Decimal = Decimal("1000")
     max_orders_per_minute: int = 10
     exits_on_exchange: bool = True
+    entry_order: str | None = None  # "ioc" or "post_only" (maker.py); None: the strategy's `entry_order`, else "ioc"
+    maker_repeg_s: float = 5.0      # a post-only entry left behind by the touch this long is moved to it
+    maker_timeout_s: float = 30.0   # a post-only entry still unfilled this long after its signal is canceled
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ def market_view(trader: MarketTrader) -> dict[str, Any]:
             "high_water": float(pos.trailing.high_water) if pos.trailing and pos.trailing.high_water else None,
         },
         "exit_failures": trader.exit_failures,
+        "maker_entry": trader.entries.maker.work.view() if trader.entries.maker.work is not None else None,
         "trades_seen": trader.trades_seen,
         **book_view(trader),
     }

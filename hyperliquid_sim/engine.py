@@ -345,13 +345,15 @@ class Engine:
         events, self.maker_events = self.maker_events, []
         return events
 
-    def cancel(self, user: str, oid: int | None = None, cloid: str | None = None) -> str | dict[str, str]:
+    def cancel(self, user: str, oid: int | None = None, cloid: str | None = None,
+               now_ms: int = 0) -> str | dict[str, str]:
+        """"success", or the exchange's error; the canceled order's update is `_update(order)`."""
         if cloid is not None:
             oid = self.by_cloid.get((user, cloid))
         order = self.orders.get(oid) if oid is not None else None
         if order is None or order.user != user:
             return {"error": "Order was never placed, already canceled, or filled."}
-        order.status = "canceled"
+        order.status, order.status_time = "canceled", now_ms or order.status_time
         del self.orders[order.oid]
         self._done[order.oid] = order
         return "success"

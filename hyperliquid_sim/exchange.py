@@ -161,7 +161,7 @@ class ExchangeEndpoint:
         if kind == "order":
             return await self._order(user, action)
         if kind in ("cancel", "cancelByCloid"):
-            return self._cancel(user, action, by_cloid=kind == "cancelByCloid")
+            return await self._cancel(user, action, by_cloid=kind == "cancelByCloid")
         if kind == "updateLeverage":
             return self._update_leverage(user, action)
         if kind == "scheduleCancel":
@@ -180,20 +180,29 @@ class ExchangeEndpoint:
             await self._ws.user_events(user, fills, updates)
             for maker, maker_fills, maker_updates in engine.take_maker_events():
                 await self._ws.user_events(maker, maker_fills, maker_updates)
-        for coin, touch in touches.items():  # a taker that emptied a level, an order resting inside the spread
-            if wire.bbo(engine, coin) != touch:
-                await self._ws.push_bbo(coin, now_ms())
+        await self._push_moved_touches(touches)  # a taker that emptied a level, an order resting inside the spread
         return {"status": "ok", "response": {"type": "order", "data": {"statuses": statuses}}}
 
-    def _cancel(self, user: str, action: dict[str, Any], by_cloid: bool) -> Answer:
+    async def _cancel(self, user: str, action: dict[str, Any], by_cloid: bool) -> Answer:
+        """Each cancel's status; a canceled order's `orderUpdates`, and the bbo when the touch moved."""
         engine = self._state.engine
         statuses = []
+        touches = {coin: wire.bbo(engine, coin) for coin in engine.names}
         for c in action["cancels"]:
-            if by_cloid:
-                statuses.append(engine.cancel(user, cloid=c["cloid"]))
-            else:
-                statuses.append(engine.cancel(user, oid=int(c["o"])))
+            ref: int | str = c["cloid"] if by_cloid else int(c["o"])
+            status = engine.cancel(user, cloid=ref, now_ms=now_ms()) if by_cloid else \
+                engine.cancel(user, oid=int(ref), now_ms=now_ms())
+            statuses.append(status)
+            if status == "success":
+                await self._ws.user_events(user, [], [engine.order_status(user, ref)["order"]])
+        await self._push_moved_touches(touches)
         return {"status": "ok", "response": {"type": "cancel", "data": {"statuses": statuses}}}
+
+    async def _push_moved_touches(self, before: dict[str, Any]) -> None:
+        """A `bbo` for each coin whose best bid/ask is not what it was `before` the action."""
+        for coin, touch in before.items():
+            if wire.bbo(self._state.engine, coin) != touch:
+                await self._ws.push_bbo(coin, now_ms())
 
     def _update_leverage(self, user: str, action: dict[str, Any]) -> Answer:
         engine = self._state.engine

@@ -1,0 +1,361 @@
+"""Post-only (maker) entries of one market: one resting `Alo` order at the touch, re-pegged, canceled.
+
+Owns: the market's working maker entry (at most one; `trading.entry_order: post_only`, or a
+strategy's `entry_order`): its order placed at the best bid (a long) or ask (a short) of a fresh
+bbo (else of an /info l2Book), sent by the executor (its cloid saved first, like every entry's);
+its fills, from the stream (each tid counted once) and from its status polled over /info every
+MAKER_POLL_S (the stream may miss them); a re-peg to the new touch once the order has rested
+`maker_repeg_s` and the touch moved away from it; the cancel when it is still unfilled
+`maker_timeout_s` after the signal, at its first fill (the position opens at once with what filled
+and its exits protect it; a position check adopts any fill that raced the cancel), and at
+shutdown (the next start cancels one left resting: reconcile.py).
+Must not: hold the position (the trader's `opened` does), send a marketable order, or forget an
+order it cannot prove gone: a cancel that fails is retried every CANCEL_RETRY_S, entries waiting.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable, Literal, Mapping, Protocol
+
+from execution import NotSent, OrderExecutor
+from logsetup import RateLimitedLog
+from order_book import BBO_FRESH_S, Quotes
+from orders import InvalidTransition, OrderRecord
+from rest_errors import HyperliquidError, OrderStatusUnknown
+from settings import TradingSettings
+from sizing import RiskGuard
+from wire import PARSE_ERRORS, OrderStatusResult
+
+log = logging.getLogger("bot")
+
+MAKER_POLL_S = 2.0        # a resting maker entry's status is asked this often over /info (paper: every turn)
+CANCEL_RETRY_S = 1.0      # a cancel that failed is tried again this soon
+REPLACE_AFTER_S = 0.2     # after "would have immediately matched", the next placement waits for a newer touch
+ALO_CROSSED = "Post only order would have immediately matched"  # the exchange's words
+
+
+class Host(Protocol):
+    """What the maker needs of its market (MarketTrader)."""
+
+    quotes: Quotes
+
+    @property
+    def has_position(self) -> bool: ...
+
+    def opened(self, side: Literal["long", "short"], filled: Decimal, avg_px: Decimal) -> None: ...
+
+
+class PaperMaker(Protocol):
+    """The paper exchange's resting orders (paper.py): told each price, it fills those traded through."""
+
+    def trade(self, coin: str, px: Decimal) -> None: ...
+
+    def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult: ...
+
+
+@dataclass
+class Working:
+    """One entry signal being worked, and the order resting for it now (None: between orders)."""
+
+    side: Literal["long", "short"]
+    size: Decimal
+    px: Decimal               # the price at the signal, then the latest order's
+    started_s: float
+    record: OrderRecord | None = None
+    placed_s: float = 0.0
+    stream_tids: set[int] = field(default_factory=set)
+    stream_filled: Decimal = Decimal(0)  # of the current order, from the stream's fills
+    polled_filled: Decimal = Decimal(0)  # of the current order, from its status
+    repegs: int = 0
+    next_poll_s: float = 0.0
+    next_try_s: float = 0.0   # the next placement, or the next cancel attempt
+
+    @property
+    def is_buy(self) -> bool:
+        return self.side == "long"
+
+    @property
+    def filled(self) -> Decimal:
+        return max(self.stream_filled, self.polled_filled)
+
+    def view(self) -> dict[str, Any]:
+        """For /health: the side, size, resting price (None between orders), re-pegs, filled."""
+        return {"side": self.side, "size": float(self.size), "repegs": self.repegs, "filled": float(self.filled),
+                "px": float(self.record.limit_px) if self.record is not None else None}
+
+
+class MakerEntry:
+    """One market's post-only entry (main thread only)."""
+
+    def __init__(self, coin: str, trading: TradingSettings, executor: OrderExecutor, guard: RiskGuard, host: Host,
+                 want_check: Callable[[str], None], clock: Callable[[], float], now_ms: Callable[[], int]) -> None:
+        self.coin, self.trading, self.executor, self.guard, self.host = coin, trading, executor, guard, host
+        self.want_check, self.clock, self.now_ms = want_check, clock, now_ms
+        self.paper = executor.paper
+        self.work: Working | None = None
+        self._book_touch: tuple[float, Decimal | None, Decimal | None] = (-MAKER_POLL_S, None, None)  # /info's
+        self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
+
+    # ---- the loop's side -------------------------------------------------------------------
+
+    def start(self, side: Literal["long", "short"], size: Decimal, price: Decimal) -> None:
+        """An entry signal at `price`: work it as a resting order at the touch."""
+        now = self.clock()
+        self.work = Working(side, size, price, started_s=now)
+        self._place(self.work, now)
+
+    def owns(self, cloid: str | None) -> bool:
+        work = self.work
+        return cloid is not None and work is not None and work.record is not None and work.record.cloid == cloid
+
+    def notional_usd(self) -> Decimal:
+        work = self.work
+        return Decimal(0) if work is None else work.size * work.px
+
+    def on_price(self, price: Decimal) -> None:
+        """Paper trading: the paper exchange fills the resting order a trade went through."""
+        if self.paper and self.work is not None:
+            self.executor.exchange.trade(self.coin, price)  # type: ignore[attr-defined] # PaperMaker
+
+    def on_fill(self, tid: int, size: Decimal) -> None:
+        """A fill of the resting order from the stream (`owns` said it is ours)."""
+        work = self.work
+        assert work is not None
+        if tid not in work.stream_tids:
+            work.stream_tids.add(tid)
+            work.stream_filled += size
+            self._act(work, self.clock())
+
+    def on_update(self, status: str, remaining: Decimal, orig_size: Decimal) -> None:
+        """An `orderUpdates` status of the resting order (`owns` said it is ours)."""
+        work = self.work
+        assert work is not None and work.record is not None
+        self._learned(work, status, orig_size - remaining if status != "filled" else orig_size)
+        self._act(work, self.clock())
+
+    def timer(self, now: float) -> None:
+        work = self.work
+        if work is None:
+            return
+        if work.record is not None and now >= work.next_poll_s:
+            self._poll(work, now)
+        if self.work is work:
+            self._act(work, now)
+
+    def stop(self) -> None:
+        """Shutdown: a resting entry must not fill after the bot stopped watching it."""
+        work = self.work
+        if work is None or work.record is None:
+            return
+        if not self._withdraw(work, self.clock(), "the bot is stopping"):
+            log.error("%s: post-only entry %s could not be canceled at shutdown; it may still rest on the exchange "
+                      "(the next start cancels it)", self.coin, work.record.cloid)
+
+    # ---- deciding --------------------------------------------------------------------------
+
+    def _act(self, work: Working, now: float) -> None:
+        """What the order needs now: a position for its fills, withdrawn for good, re-pegged, or placed."""
+        if work.filled > 0 and not self.host.has_position:
+            self._open(work)
+        if now < work.next_try_s:
+            return
+        if self.host.has_position:
+            self._finish(work, now, "filled" if work.filled > 0 else "a position is open")
+        elif now - work.started_s >= self.trading.maker_timeout_s:
+            self._finish(work, now, f"not filled in {self.trading.maker_timeout_s:g} s ({work.repegs} re-pegs)")
+        elif work.record is None:
+            self._place(work, now)
+        elif now - work.placed_s >= self.trading.maker_repeg_s and self._left_behind(work, now):
+            old_px = work.px
+            if not self._withdraw(work, now, "re-peg"):
+                return
+            if work.filled > 0:  # it filled before the cancel took: no new order
+                self._open(work)
+                self._finish(work, now, "filled")
+                return
+            work.repegs += 1
+            self._place(work, now)
+            if work.record is not None:
+                log.info("%s post-only entry re-pegged: %s -> %s (re-peg %d)", self.coin, old_px, work.px,
+                         work.repegs)
+
+    def _open(self, work: Working) -> None:
+        """The position of what filled, at once: its exits protect it while the rest is canceled."""
+        log.info("%s post-only entry filled: %s of %s at %s", self.coin, work.filled, work.size, work.px)
+        self.host.opened(work.side, work.filled, work.px)
+
+    def _left_behind(self, work: Working, now: float) -> bool:
+        """The touch moved away: a better bid than ours (a long), a lower ask (a short)."""
+        touch = self._touch(work.is_buy, now)
+        assert work.record is not None
+        return touch is not None and (touch > work.record.limit_px if work.is_buy else touch < work.record.limit_px)
+
+    def _finish(self, work: Working, now: float, why: str) -> None:
+        """Withdraw the resting order for good; the signal is done once it is gone."""
+        if work.record is not None and not self._withdraw(work, now, why):
+            return  # retried by the timer; entries keep waiting
+        self.work = None
+        if 0 < work.filled < work.size:  # a fill racing the cancel shows in the position
+            self.want_check(f"{self.coin} post-only entry partly filled")
+        if work.filled == 0:
+            log.info("%s post-only entry canceled: %s", self.coin, why)
+
+    # ---- the exchange ----------------------------------------------------------------------
+
+    def _place(self, work: Working, now: float) -> None:
+        """Place the order at the touch; with no touch, or a touch the order would cross, later."""
+        touch = self._touch(work.is_buy, now)
+        if touch is None:
+            work.next_try_s = now + CANCEL_RETRY_S
+            if self._quiet.allow("no touch") is not None:
+                log.warning("%s post-only entry waits: no fresh best %s", self.coin, "bid" if work.is_buy else "ask")
+            return
+        refusal = self.guard.check_entry(Decimal(0), work.size * touch, self.now_ms())
+        if refusal:
+            log.warning("%s post-only entry dropped: %s", self.coin, refusal)
+            self.work = None
+            return
+        try:
+            record, result = self.executor.send_post_only(self.coin, work.is_buy, work.size, touch, self.guard)
+        except (NotSent, OrderStatusUnknown, HyperliquidError, ValueError) as exc:
+            # Unknown: the executor looks it up (one found resting is canceled); entries wait for it.
+            log.error("%s post-only entry not placed: %s", self.coin, exc)
+            self.work = None
+            return
+        if result.kind == "resting":
+            work.record = self._saved(record.to("resting", self.now_ms(), oid=result.oid))
+            work.px = touch
+            work.placed_s, work.next_poll_s = now, now + (0.0 if self.paper else MAKER_POLL_S)
+            work.stream_tids, work.stream_filled, work.polled_filled = set(), Decimal(0), Decimal(0)
+            log.info("%s post-only entry resting: %s %s at %s (%s)", self.coin, "buy" if work.is_buy else "sell",
+                     work.size, touch, record.cloid)
+        elif result.kind == "filled":  # a post-only order never takes; believe the exchange all the same
+            assert result.total_size is not None and result.avg_px is not None
+            self._saved(record.filled_by_result(result.total_size, result.avg_px, self.now_ms()))
+            self.work = None
+            self.host.opened(work.side, result.total_size, result.avg_px)
+        else:
+            self._saved(record.rejected(result.message or "error", self.now_ms()))
+            if ALO_CROSSED in (result.message or ""):
+                work.next_try_s = now + REPLACE_AFTER_S  # the touch moved on; placed again at the new one
+                return
+            log.warning("%s post-only entry refused: %s", self.coin, result.message)
+            self.work = None
+
+    def _withdraw(self, work: Working, now: float, why: str) -> bool:
+        """Cancel the resting order; True once it certainly rests no more (its fills then known)."""
+        record = work.record
+        assert record is not None
+        try:
+            canceled = self.executor.exchange.cancel_by_cloid(self.coin, record.cloid)
+        except HyperliquidError as exc:
+            work.next_try_s = now + CANCEL_RETRY_S
+            if self._quiet.allow("cancel failed") is not None:
+                log.warning("%s: cancel of post-only entry %s failed (%s); retrying, entries wait", self.coin,
+                            record.cloid, exc)
+            return False
+        if not canceled:  # never placed, already canceled, or filled: its status says how much filled
+            self._poll(work, now)
+            self.want_check(f"{self.coin} post-only entry gone before its cancel")
+        if work.record is record:
+            self._ended(work, "canceled", f"canceled ({why})")
+        return True
+
+    def _poll(self, work: Working, now: float) -> None:
+        """Ask the order's status (the stream may have missed a fill or a cancel by the exchange)."""
+        record = work.record
+        assert record is not None
+        work.next_poll_s = now + (0.0 if self.paper else MAKER_POLL_S)
+        gate = self.executor.gate
+        source: Any = self.executor.exchange if self.paper else self.executor.rest
+        if not self.paper and gate.held(now):
+            return
+        try:
+            answer = source.order_status(self.executor.address, record.cloid)
+            status, filled = _status_and_filled(answer)
+        except HyperliquidError as exc:
+            gate.failed(f"status of post-only entry {record.cloid}", exc)
+            return
+        except PARSE_ERRORS as exc:
+            log.warning("%s: unreadable status of post-only entry %s (%s)", self.coin, record.cloid, exc)
+            return
+        if not self.paper:
+            gate.ok()
+        self._learned(work, status, filled)
+
+    def _learned(self, work: Working, status: str, filled: Decimal) -> None:
+        """The exchange's word on the resting order: how much filled, and whether it still rests
+        (unknownOid: an answer from before the order settled in; asked again)."""
+        work.polled_filled = max(work.polled_filled, filled)
+        if status not in ("open", "unknownOid") and work.record is not None:
+            # Filled, or canceled/rejected by the exchange: the order rests no more.
+            self._ended(work, "filled" if status == "filled" else "canceled", status)
+
+    def _ended(self, work: Working, status: str, reason: str) -> None:
+        """The resting order is gone: its record says so, with what filled."""
+        record = work.record
+        assert record is not None
+        work.record = None
+        filled = work.filled
+        try:
+            if status == "filled" or filled >= record.size:
+                changed = record.filled_by_result(filled or record.size, record.limit_px, self.now_ms())
+            else:
+                changed = record.to("canceled", self.now_ms(), reason=reason[:300], filled_size=filled,
+                                    avg_px=record.limit_px if filled else None)
+        except InvalidTransition:
+            return
+        self._saved(changed)
+        if self.paper and filled > 0:
+            self.executor.journal_paper_fill(record, filled, record.limit_px, record.oid, maker=True)
+
+    def _saved(self, record: OrderRecord) -> OrderRecord:
+        self.executor.store.save_order(record)
+        return record
+
+    # ---- prices ----------------------------------------------------------------------------
+
+    def _fresh_touch(self, is_buy: bool) -> Decimal | None:
+        quotes = self.host.quotes
+        if self.clock() - quotes.bbo_at > BBO_FRESH_S:
+            return None
+        return quotes.bid if is_buy else quotes.ask
+
+    def _touch(self, is_buy: bool, now: float) -> Decimal | None:
+        """The best bid (`is_buy`) or ask: the stream's when fresh, else the /info l2Book's (asked
+        at most every MAKER_POLL_S: a quiet market's bbo is not sent again until it changes)."""
+        touch = self._fresh_touch(is_buy)
+        if touch is not None:
+            return touch
+        at, bid, ask = self._book_touch
+        if now - at >= MAKER_POLL_S and not self.executor.gate.held(now):
+            bid, ask = self._book_query(now)
+        return bid if is_buy else ask
+
+    def _book_query(self, now: float) -> tuple[Decimal | None, Decimal | None]:
+        query: Callable[[str], Mapping[str, Any]] | None = getattr(self.executor.rest, "l2_book", None)
+        if query is None:
+            return None, None  # a backtest: the recording's quotes only
+        try:
+            levels = query(self.coin)["levels"]
+            bid, ask = (Decimal(str(side[0]["px"])) if side else None for side in levels[:2])
+        except HyperliquidError as exc:
+            self.executor.gate.failed(f"{self.coin} l2Book for a post-only entry", exc)
+            return None, None
+        except PARSE_ERRORS:
+            return None, None
+        self.executor.gate.ok()
+        self._book_touch = (now, bid, ask)
+        return bid, ask
+
+
+def _status_and_filled(answer: OrderStatusResult) -> tuple[str, Decimal]:
+    """(the order's status word, how much of it filled) from an orderStatus answer."""
+    if answer.status == "unknownOid" or answer.order is None:
+        return "unknownOid", Decimal(0)
+    order = answer.order["order"]
+    status = str(answer.order["status"])
+    orig = Decimal(str(order["origSz"]))
+    return status, orig if status == "filled" else orig - Decimal(str(order["sz"]))
