@@ -112,7 +112,7 @@ class PaperExchange:
         left = Decimal(0) if order.status == "filled" else order.size
         wire = {"coin": order.coin, "side": "B" if order.is_buy else "A", "limitPx": str(order.px), "sz": str(left),
                 "oid": order.oid, "origSz": str(order.size), "cloid": oid_or_cloid}
-        return OrderStatusResult("order", {"order": wire, "status": order.status, "statusTimestamp": order.time_ms})
+        return OrderStatusResult(order.status, {"order": wire, "status": order.status, "statusTimestamp": order.time_ms})
 
     def cancel_by_cloid(self, coin: str, cloid: str) -> bool:
         """True, except for a post-only order no longer resting (filled or canceled before)."""

@@ -90,6 +90,9 @@ def test_post_only_entry_re_pegs_and_cancels(quiet_sim: SimServer, tmp_path: Pat
         assert [(o["limitPx"], o["cloid"]) for o in open_orders(quiet_sim, h)] == [("50095", second.cloid)]
         assert h.store.order(first.cloid).status == "canceled"
         assert "re-pegged: 49995 -> 50095" in caplog.text
+        h.bot.publish_health()
+        assert h.bot.health_snapshot()["markets"]["BTC"]["maker_entry"] == {
+            "side": "long", "size": 0.004, "px": 50095.0, "repegs": 1, "filled": 0.0}
         # no fill by the timeout (4 s after the signal): canceled, nothing left on the book
         wait_until(lambda: h.trader.entries.maker.work is None, 8, h.step)
         assert open_orders(quiet_sim, h) == [] and h.trader.position is None

@@ -1,0 +1,240 @@
+"""The post-only entry's edge paths, with a scripted exchange (the simulator tests cover the rest).
+
+Each test drives `MakerEntry` through one answer the simulator does not give on its own: a cancel
+that comes too late (the order filled), a fill seen twice, a refusal, an answer lost, an order the
+exchange canceled; and the paper exchange's resting orders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from execution import OrderExecutor
+from maker import ALO_CROSSED, MakerEntry
+from order_book import Book, Quotes
+from paper import PaperExchange
+from rest_errors import OrderStatusUnknown
+from rest_gate import InfoGate
+from settings import TradingSettings
+from sizing import RiskGuard
+from state import StateStore
+from state_writer import StateWriter
+from wire import OrderResult, OrderStatusResult
+
+TRADING = TradingSettings(entry_order="post_only", maker_repeg_s=5.0, maker_timeout_s=30.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def ms(self) -> int:
+        return int(self.now * 1000)
+
+
+@dataclass
+class ScriptedExchange:
+    """Answers what the test queued; records every call."""
+    places: list[Any] = field(default_factory=list)      # OrderResult or an exception, per place_order
+    cancels: list[Any] = field(default_factory=list)     # bool or an exception, per cancel (default True)
+    statuses: list[OrderStatusResult] = field(default_factory=list)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def place_order(self, coin: str, is_buy: bool, size: D, limit_px: D, tif: str = "Gtc",
+                    reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]:
+        self.calls.append(("place", (limit_px, tif, cloid)))
+        answer = self.places.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return [answer]
+
+    def cancel_by_cloid(self, coin: str, cloid: str) -> bool:
+        self.calls.append(("cancel", cloid))
+        answer = self.cancels.pop(0) if self.cancels else True
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def order_status(self, user: str, ref: int | str) -> OrderStatusResult:
+        self.calls.append(("status", ref))
+        return self.statuses.pop(0) if self.statuses else status("open", "0.004", "0.004")
+
+    def l2_book(self, coin: str) -> dict[str, Any]:
+        return {"levels": [[{"px": "49990", "sz": "1", "n": 1}], [{"px": "50010", "sz": "1", "n": 1}]]}
+
+    def market_order(self, *args: Any, **kwargs: Any) -> list[OrderResult]:
+        raise AssertionError("no IOC here")
+
+    def trigger_order(self, *args: Any, **kwargs: Any) -> list[OrderResult]:
+        raise AssertionError("no trigger here")
+
+    def user_fills_by_time(self, user: str, start_ms: int, end_ms: int | None = None) -> list[Any]:
+        return []
+
+
+def resting(oid: int = 7) -> OrderResult:
+    return OrderResult("resting", oid, None, None, None, None)
+
+
+def error(message: str) -> OrderResult:
+    return OrderResult("error", None, None, None, message, None)
+
+
+def status(word: str, left: str, orig: str) -> OrderStatusResult:
+    return OrderStatusResult(word, {"order": {"sz": left, "origSz": orig, "limitPx": "50000", "oid": 7},
+                                       "status": word, "statusTimestamp": 0})
+
+
+@dataclass
+class Host:
+    quotes: Quotes
+    opened_with: list[tuple[str, D, D]] = field(default_factory=list)
+
+    @property
+    def has_position(self) -> bool:
+        return bool(self.opened_with)
+
+    def opened(self, side: str, filled: D, avg_px: D) -> None:
+        self.opened_with.append((side, filled, avg_px))
+
+
+@dataclass
+class Rig:
+    maker: MakerEntry
+    exchange: ScriptedExchange
+    host: Host
+    clock: Clock
+    executor: OrderExecutor
+    store: StateWriter
+    checks: list[str]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    clock = Clock()
+    exchange = ScriptedExchange()
+    store = StateStore(tmp_path / "bot.db")
+    store.open()
+    writer = StateWriter(store, clock)
+    checks: list[str] = []
+    executor = OrderExecutor(exchange, exchange, writer, InfoGate(clock), "0xabc", 5.0, False, clock, clock.ms,
+                             want_check=checks.append, on_protective=lambda *a: None)
+    host = Host(Quotes(clock))
+    host.quotes.on_bbo(D("50000"), D("50001"))
+    maker = MakerEntry("BTC", TRADING, executor, RiskGuard(D(1000), 100), host, checks.append, clock, clock.ms)
+    yield Rig(maker, exchange, host, clock, executor, writer, checks)
+    store.close()
+
+
+def started(rig: Rig) -> str:
+    rig.exchange.places.append(resting())
+    rig.maker.start("long", D("0.004"), D("50000"))
+    assert rig.maker.work is not None and rig.maker.work.record is not None
+    return rig.maker.work.record.cloid
+
+
+def test_it_rests_at_the_best_bid_as_a_post_only_order(rig: Rig) -> None:
+    cloid = started(rig)
+    assert rig.exchange.calls == [("place", (D("50000"), "Alo", cloid))]
+    assert rig.store.order(cloid).status == "resting" and rig.store.order(cloid).oid == 7
+
+
+def test_a_fill_seen_twice_counts_once_and_opens_the_position_with_it(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.exchange.cancels.append(True)
+    rig.maker.on_fill(101, D("0.001"))
+    assert rig.host.opened_with == [("long", D("0.001"), D("50000"))]
+    assert ("cancel", cloid) in rig.exchange.calls and rig.maker.work is None  # the rest canceled at once
+    assert rig.store.order(cloid).filled_size == D("0.001")
+    assert any("partly filled" in c for c in rig.checks)  # a fill that raced the cancel shows in the position
+
+
+def test_a_cancel_too_late_learns_the_fill_from_the_order_status(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.clock.now += 6
+    rig.host.quotes.on_bbo(D("50010"), D("50011"))  # left behind
+    rig.exchange.cancels.append(False)  # "never placed, already canceled, or filled"
+    rig.exchange.statuses.append(status("open", "0.004", "0.004"))  # the timer's poll, before the cancel
+    rig.exchange.statuses.append(status("filled", "0", "0.004"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.host.opened_with == [("long", D("0.004"), D("50000"))]  # at its own price, never re-pegged
+    assert [c for c in rig.exchange.calls if c[0] == "place"] == [("place", (D("50000"), "Alo", cloid))]
+    assert rig.maker.work is None and rig.store.order(cloid).status == "filled"
+
+
+def test_an_order_that_would_cross_is_placed_again_at_the_new_touch(rig: Rig) -> None:
+    rig.exchange.places.append(error(ALO_CROSSED + ", bbo was 50001"))
+    rig.maker.start("long", D("0.004"), D("50000"))
+    assert rig.maker.work is not None and rig.maker.work.record is None
+    rig.host.quotes.on_bbo(D("50002"), D("50003"))
+    rig.exchange.places.append(resting())
+    rig.clock.now += 0.3
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work.record is not None and rig.maker.work.record.limit_px == D("50002")
+
+
+def test_another_refusal_ends_the_entry(rig: Rig) -> None:
+    rig.exchange.places.append(error("Insufficient margin to place order."))
+    rig.maker.start("long", D("0.004"), D("50000"))
+    assert rig.maker.work is None and rig.host.opened_with == []
+
+
+def test_a_lost_answer_leaves_the_order_to_the_executor_and_blocks_entries(rig: Rig) -> None:
+    rig.exchange.places.append(OrderStatusUnknown("0x1", None, "timeout"))
+    rig.maker.start("long", D("0.004"), D("50000"))
+    assert rig.maker.work is None
+    assert rig.executor.blocks_entries("BTC") and rig.executor.entry_in_doubt("BTC")
+
+
+def test_a_lost_answer_found_resting_is_canceled(rig: Rig) -> None:
+    rig.exchange.places.append(OrderStatusUnknown("0x1", None, "timeout"))
+    rig.maker.start("long", D("0.004"), D("50000"))
+    (order,) = rig.executor.unknown.due(rig.clock.now + 100)
+    rig.exchange.statuses.append(status("open", "0.004", "0.004"))
+    rig.executor.look_up(order, rig.clock.now + 100)
+    assert ("cancel", order.cloid) in rig.exchange.calls
+    assert rig.store.order(order.cloid).status == "canceled" and not rig.executor.blocks_entries("BTC")
+
+
+def test_an_order_the_exchange_canceled_is_placed_again(rig: Rig) -> None:
+    started(rig)
+    rig.exchange.places.append(resting(8))
+    rig.maker.on_update("marginCanceled", D("0.004"), D("0.004"))
+    assert rig.maker.work is not None and rig.maker.work.record is not None and rig.maker.work.record.oid == 8
+    assert rig.host.opened_with == []
+
+
+def test_a_cancel_that_raises_is_retried_and_the_order_kept(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.clock.now += 31  # timed out
+    rig.exchange.cancels.append(OrderStatusUnknown(cloid, None, "timeout"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is not None and rig.store.order(cloid).status == "resting"
+    rig.clock.now += 0.5
+    rig.maker.timer(rig.clock.now)
+    assert [c for c in rig.exchange.calls if c[0] == "cancel"] == [("cancel", cloid)]  # not before 1 s
+    rig.clock.now += 0.6
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is None and rig.store.order(cloid).status == "canceled"
+
+
+def test_the_paper_exchange_rests_post_only_orders_and_fills_them_when_traded_through() -> None:
+    book = Book(((D("49995"), D("1")),), ((D("50005"), D("1")),), at=0.0)
+    paper = PaperExchange(lambda coin: 5, clock_ms=lambda: 1, book_of=lambda coin: book)
+    crossed = paper.place_order("BTC", True, D("0.004"), D("50005"), tif="Alo", cloid="0xa")[0]
+    assert crossed.kind == "error" and ALO_CROSSED in crossed.message
+    assert paper.place_order("BTC", True, D("0.004"), D("49995"), tif="Alo", cloid="0xb")[0].kind == "resting"
+    paper.trade("BTC", D("49995"))  # touched: the queue ahead fills first
+    assert paper.order_status("0x", "0xb").order["status"] == "open"
+    paper.trade("BTC", D("49994"))
+    answer = paper.order_status("0x", "0xb")
+    assert answer.order["status"] == "filled" and answer.order["order"]["sz"] == "0"
+    assert paper.cancel_by_cloid("BTC", "0xb") is False  # too late: filled
+    assert PaperExchange.fee(D("0.004"), D("49995"), maker=True) == D("0.029997")
