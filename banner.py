@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from settings import MarketSettings, Settings
-from strategies import StrategyParamError, check_strategy
+from strategies import STRATEGIES, StrategyParamError, check_strategy, entry_order_of
 from version import __version__
 
 log = logging.getLogger("bot")
@@ -78,9 +78,12 @@ def _market_line(s: Settings, m: MarketSettings) -> str:
     else:
         resting = "yes, " + " and ".join(k for k, v in (("SL", tr.stop_loss_pct), ("TP", tr.take_profit_pct))
                                          if v is not None)
+    entries = ""
+    if entry_order_of(tr.entry_order, STRATEGIES.get(m.strategy.name)) == "post_only":
+        entries = f"post-only entries (re-peg after {tr.maker_repeg_s:g} s, canceled after {tr.maker_timeout_s:g} s); "
     return (f"market {m.coin:<4} {_strategy(m)} on {m.strategy.candle_interval} candles; "
             f"{_num(tr.order_size_usd)} USD a trade, {tr.leverage}x cross, at most {_num(tr.max_position_usd)} USD; "
-            f"exits {', '.join(exits)}; exchange-side stops rest: {resting}")
+            f"{entries}exits {', '.join(exits)}; exchange-side stops rest: {resting}")
 
 
 def _strategy(m: MarketSettings) -> str:

@@ -21,7 +21,7 @@ from maker import Host, MakerEntry
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from settings import RiskSettings, TradingSettings
 from sizing import RiskGuard, order_size
-from strategies import Strategy
+from strategies import Strategy, entry_order_of
 from wire import Candle
 
 log = logging.getLogger("bot")
@@ -71,7 +71,7 @@ class Entries:
         self.last_eval = 0.0
         self.last_closed_candles = 0
         self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, clock, now_ms)
-        self.post_only = (trading.entry_order or getattr(strategy, "entry_order", None)) == "post_only"
+        self.post_only = entry_order_of(trading.entry_order, strategy) == "post_only"
 
     def cool_down(self) -> None:
         """A position just closed: no entry for a while (no churn)."""

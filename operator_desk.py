@@ -147,9 +147,19 @@ class OperatorDesk:
                                                   "entry_px": str(pos.entry_px)},
             "upnl": None if upnl is None else str(upnl),
             "protection": "-" if pos is None else self.protection(t),
-            "entries": "on" if t.entries.enabled else "paused",
+            "entries": self.entries(t),
             "exit_failures": t.exit_failures,
         }
+
+    @staticmethod
+    def entries(t: "MarketTrader") -> str:
+        """"on" or "paused", and a post-only entry being worked: `on, buy 0.004 resting at 49995`."""
+        state = "on" if t.entries.enabled else "paused"
+        work = t.entries.maker.work
+        if work is not None:
+            where = f"resting at {work.px}" if work.record is not None else "being placed"
+            state += f", {'buy' if work.is_buy else 'sell'} {work.size} {where}"
+        return state
 
     @staticmethod
     def protection(t: "MarketTrader") -> str:

@@ -150,6 +150,13 @@ def resolve_params(cls: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def entry_order_of(configured: str | None, strategy: object) -> str:
+    """How entries go out: `trading.entry_order` when set, else the strategy's (class or instance)
+    `entry_order` attribute if it declares one ("ioc" or "post_only"), else "ioc"."""
+    preferred = getattr(strategy, "entry_order", None)
+    return configured or (preferred if preferred in ("ioc", "post_only") else "ioc")
+
+
 def check_strategy(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters `name` would be built with (StrategyParamError naming what is wrong): what
     `--check-config` and a start check before anything is sent."""

@@ -19,6 +19,7 @@ from harness.faultproxy import Fault, FaultProxy
 from harness.waiting import wait_until
 from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_sim import SimConfig, SimServer
+from operator_desk import OperatorDesk
 from signing import L1Signer
 
 MAKER = {"entry_order": "post_only", "maker_repeg_s": 0.5, "maker_timeout_s": 4}
@@ -93,6 +94,7 @@ def test_post_only_entry_re_pegs_and_cancels(quiet_sim: SimServer, tmp_path: Pat
         h.bot.publish_health()
         assert h.bot.health_snapshot()["markets"]["BTC"]["maker_entry"] == {
             "side": "long", "size": 0.004, "px": 50095.0, "repegs": 1, "filled": 0.0}
+        assert OperatorDesk.entries(h.trader) == "on, buy 0.004 resting at 50095"  # `--ctl status`
         # no fill by the timeout (4 s after the signal): canceled, nothing left on the book
         wait_until(lambda: h.trader.entries.maker.work is None, 8, h.step)
         assert open_orders(quiet_sim, h) == [] and h.trader.position is None

@@ -54,6 +54,14 @@ def test_banner_in_paper_mode_and_own_key() -> None:
     assert "risk       no account-wide limit" in text
 
 
+def test_banner_names_post_only_entries() -> None:
+    s = settings_from_dict({"trading": {"entry_order": "post_only", "maker_repeg_s": 2}})
+    text = "\n".join(banner_lines(s, AGENT, AGENT, "https://x", "wss://x/ws"))
+    assert "post-only entries (re-peg after 2 s, canceled after 30 s); exits SL 2%" in text
+    plain = "\n".join(banner_lines(settings_from_dict({}), AGENT, AGENT, "https://x", "wss://x/ws"))
+    assert "post-only" not in plain
+
+
 # ---- status and shutdown ------------------------------------------------------------------
 
 @dataclass
