@@ -158,7 +158,7 @@ class OperatorDesk:
         work = t.entries.maker.work
         if work is not None:
             where = f"resting at {work.px}" if work.record is not None else "being placed"
-            state += f", {'buy' if work.is_buy else 'sell'} {work.size} {where}"
+            state += f", {'buy' if work.is_buy else 'sell'} {format(work.size.normalize(), 'f')} {where}"
         return state
 
     @staticmethod
