@@ -24,6 +24,7 @@ from logsetup import RateLimitedLog
 from order_book import BBO_FRESH_S, Quotes
 from orders import InvalidTransition, OrderRecord
 from rest_errors import HyperliquidError, OrderStatusUnknown
+from rest_gate import InfoGate
 from settings import TradingSettings
 from sizing import RiskGuard
 from wire import PARSE_ERRORS, OrderStatusResult
@@ -86,6 +87,46 @@ class Working:
                 "px": float(self.record.limit_px) if self.record is not None else None}
 
 
+class Touch:
+    """One market's best bid and ask to rest at: the stream's `bbo` when fresh, else the /info
+    l2Book's, asked at most every MAKER_POLL_S (a quiet market's bbo is not sent again until it
+    changes, so its age alone says nothing)."""
+
+    def __init__(self, coin: str, quotes: Quotes, rest: object, gate: InfoGate, clock: Callable[[], float]) -> None:
+        self.coin, self.quotes, self.gate, self.clock = coin, quotes, gate, clock
+        self._query: Callable[[str], Mapping[str, Any]] | None = getattr(rest, "l2_book", None)  # none: a backtest
+        self._asked: tuple[float, Decimal | None, Decimal | None] = (-MAKER_POLL_S, None, None)
+
+    def fresh(self, is_buy: bool) -> Decimal | None:
+        """The stream's best bid (`is_buy`) or ask, if fresh."""
+        if self.clock() - self.quotes.bbo_at > BBO_FRESH_S:
+            return None
+        return self.quotes.bid if is_buy else self.quotes.ask
+
+    def price(self, is_buy: bool, now: float) -> Decimal | None:
+        touch = self.fresh(is_buy)
+        if touch is not None:
+            return touch
+        at, bid, ask = self._asked
+        if now - at >= MAKER_POLL_S and self._query is not None and not self.gate.held(now):
+            bid, ask = self._ask(now)
+        return bid if is_buy else ask
+
+    def _ask(self, now: float) -> tuple[Decimal | None, Decimal | None]:
+        assert self._query is not None
+        try:
+            levels = self._query(self.coin)["levels"]
+            bid, ask = (Decimal(str(side[0]["px"])) if side else None for side in levels[:2])
+        except HyperliquidError as exc:
+            self.gate.failed(f"{self.coin} l2Book for a post-only entry", exc)
+            return None, None
+        except PARSE_ERRORS:
+            return None, None
+        self.gate.ok()
+        self._asked = (now, bid, ask)
+        return bid, ask
+
+
 class MakerEntry:
     """One market's post-only entry (main thread only)."""
 
@@ -95,7 +136,7 @@ class MakerEntry:
         self.want_check, self.clock, self.now_ms = want_check, clock, now_ms
         self.paper = executor.paper
         self.work: Working | None = None
-        self._book_touch: tuple[float, Decimal | None, Decimal | None] = (-MAKER_POLL_S, None, None)  # /info's
+        self.touch = Touch(coin, host.quotes, executor.rest, executor.gate, clock)
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
 
     # ---- the loop's side -------------------------------------------------------------------
@@ -188,7 +229,7 @@ class MakerEntry:
 
     def _left_behind(self, work: Working, now: float) -> bool:
         """The touch moved away: a better bid than ours (a long), a lower ask (a short)."""
-        touch = self._touch(work.is_buy, now)
+        touch = self.touch.price(work.is_buy, now)
         assert work.record is not None
         return touch is not None and (touch > work.record.limit_px if work.is_buy else touch < work.record.limit_px)
 
@@ -206,7 +247,7 @@ class MakerEntry:
 
     def _place(self, work: Working, now: float) -> None:
         """Place the order at the touch; with no touch, or a touch the order would cross, later."""
-        touch = self._touch(work.is_buy, now)
+        touch = self.touch.price(work.is_buy, now)
         if touch is None:
             work.next_try_s = now + CANCEL_RETRY_S
             if self._quiet.allow("no touch") is not None:
@@ -314,42 +355,6 @@ class MakerEntry:
     def _saved(self, record: OrderRecord) -> OrderRecord:
         self.executor.store.save_order(record)
         return record
-
-    # ---- prices ----------------------------------------------------------------------------
-
-    def _fresh_touch(self, is_buy: bool) -> Decimal | None:
-        quotes = self.host.quotes
-        if self.clock() - quotes.bbo_at > BBO_FRESH_S:
-            return None
-        return quotes.bid if is_buy else quotes.ask
-
-    def _touch(self, is_buy: bool, now: float) -> Decimal | None:
-        """The best bid (`is_buy`) or ask: the stream's when fresh, else the /info l2Book's (asked
-        at most every MAKER_POLL_S: a quiet market's bbo is not sent again until it changes)."""
-        touch = self._fresh_touch(is_buy)
-        if touch is not None:
-            return touch
-        at, bid, ask = self._book_touch
-        if now - at >= MAKER_POLL_S and not self.executor.gate.held(now):
-            bid, ask = self._book_query(now)
-        return bid if is_buy else ask
-
-    def _book_query(self, now: float) -> tuple[Decimal | None, Decimal | None]:
-        query: Callable[[str], Mapping[str, Any]] | None = getattr(self.executor.rest, "l2_book", None)
-        if query is None:
-            return None, None  # a backtest: the recording's quotes only
-        try:
-            levels = query(self.coin)["levels"]
-            bid, ask = (Decimal(str(side[0]["px"])) if side else None for side in levels[:2])
-        except HyperliquidError as exc:
-            self.executor.gate.failed(f"{self.coin} l2Book for a post-only entry", exc)
-            return None, None
-        except PARSE_ERRORS:
-            return None, None
-        self.executor.gate.ok()
-        self._book_touch = (now, bid, ask)
-        return bid, ask
-
 
 def _status_and_filled(answer: OrderStatusResult) -> tuple[str, Decimal]:
     """(the order's status word, how much of it filled) from an orderStatus answer."""

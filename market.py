@@ -96,6 +96,7 @@ class MarketTrader:
         self.trading = tr = market.trading
         self.exit_rules = protection.exit_rules
         self.guard = RiskGuard(tr.max_position_usd, tr.max_orders_per_minute)  # entries and exits
+        self.quotes = Quotes(clock)  # best bid/ask and levels: exits are priced from them, paper fills walk them
         self.entries = Entries(self.coin, tr, sz_decimals, strategy, self.guard, executor, account, self, clock,
                                now_ms)
         self.executor, self.protection, self.store, self.account = executor, protection, store, account
@@ -114,7 +115,6 @@ class MarketTrader:
         self.close_requested: str | None = None  # the operator's close: exits until the position is gone
         self.last_close: tuple[str, Decimal, Decimal] | None = None  # (reason, size, price) of the bot's last exit
         self.last_price_log = 0.0
-        self.quotes = Quotes(clock)  # best bid/ask and levels: exits are priced from them, paper fills walk them
         self.trades_seen = 0
         self._seen = SeenTrades()
         self.timers = (self._exit_retry_timer, self.entries.maker.timer, self._entry_timer, self._reserve_timer, self._protection_timer,
