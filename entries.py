@@ -70,7 +70,8 @@ class Entries:
         self.blocked_until = 0.0
         self.last_eval = 0.0
         self.last_closed_candles = 0
-        self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, clock, now_ms)
+        self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, self.placement_held, clock,
+                                now_ms)
         self.post_only = entry_order_of(trading.entry_order, strategy) == "post_only"
 
     def cool_down(self) -> None:
@@ -92,6 +93,12 @@ class Entries:
             return None
         filled, avg_px = self._enter(side, price)
         return (side, filled, avg_px) if filled > 0 else None
+
+    def placement_held(self) -> bool:
+        """An order that may still fill, a position not confirmed yet, or a stale stop's cancel
+        failing (retried here: it could close the new position)."""
+        return self.executor.blocks_entries(self.coin) or self.account.check_due() \
+            or self.executor.cancels_pending(self.coin)
 
     def _blocked(self, now: float) -> bool:
         if not self.enabled or now < self.blocked_until or self.maker.work is not None:

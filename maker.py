@@ -2,15 +2,16 @@
 
 Owns: the market's working maker entry (at most one; `trading.entry_order: post_only`, or a
 strategy's `entry_order`): its order placed at the best bid (a long) or ask (a short) of a fresh
-bbo (else of an /info l2Book), sent by the executor (its cloid saved first, like every entry's);
-its fills, from the stream (each tid counted once) and from its status polled over /info every
-MAKER_POLL_S (the stream may miss them); a re-peg to the new touch once the order has rested
-`maker_repeg_s` and the touch moved away from it; the cancel when it is still unfilled
-`maker_timeout_s` after the signal, at its first fill (the position opens at once with what filled
-and its exits protect it; a position check adopts any fill that raced the cancel), and at
-shutdown (the next start cancels one left resting: reconcile.py).
-Must not: hold the position (the trader's `opened` does), send a marketable order, or forget an
-order it cannot prove gone: a cancel that fails is retried every CANCEL_RETRY_S, entries waiting.
+bbo (else of an /info l2Book: `Touch`), sent by the executor (its cloid saved first, like every
+entry's); its fills, from the stream (each tid counted once) and from its status polled over /info
+every MAKER_POLL_S (the stream may miss them); withdrawing it: for a re-peg once it has rested
+`maker_repeg_s` and the touch moved away, for good when still unfilled `maker_timeout_s` after the
+signal, at its first fill (the position opens at once, once, with what filled, and its exits
+protect it), and at shutdown (the next start cancels one left resting: reconcile.py).
+Must not: hold the position (the trader's `opened` does), send a marketable order, or take an
+order for gone before the exchange's status says so: a cancel's answer never says what filled
+before it, so nothing is placed again, and the signal never ends, until a status settles it;
+a cancel that fails is retried every CANCEL_RETRY_S, entries waiting.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ log = logging.getLogger("bot")
 MAKER_POLL_S = 2.0        # a resting maker entry's status is asked this often over /info (paper: every turn)
 CANCEL_RETRY_S = 1.0      # a cancel that failed is tried again this soon
 REPLACE_AFTER_S = 0.2     # after "would have immediately matched", the next placement waits for a newer touch
+HELD_RETRY_S = 0.5        # a placement held back (an order in doubt, a position check due) is tried again this soon
 ALO_CROSSED = "Post only order would have immediately matched"  # the exchange's words
 
 
@@ -69,6 +71,9 @@ class Working:
     stream_tids: set[int] = field(default_factory=set)
     stream_filled: Decimal = Decimal(0)  # of the current order, from the stream's fills
     polled_filled: Decimal = Decimal(0)  # of the current order, from its status
+    cancel_sent: bool = False  # for `record`: gone once its status says so (a poll or the stream's update)
+    ending: str | None = None  # why `record` is withdrawn: "re-peg", "timeout", "the position is open"
+    opened: Decimal = Decimal(0)  # the fill the position was opened with (0: none yet)
     repegs: int = 0
     next_poll_s: float = 0.0
     next_try_s: float = 0.0   # the next placement, or the next cancel attempt
@@ -128,12 +133,15 @@ class Touch:
 
 
 class MakerEntry:
-    """One market's post-only entry (main thread only)."""
+    """One market's post-only entry (main thread only). `held()` says whether an order may be
+    placed now (the same holds as a new entry's: an order in doubt, a position check due, a stale
+    stop's cancel failing)."""
 
     def __init__(self, coin: str, trading: TradingSettings, executor: OrderExecutor, guard: RiskGuard, host: Host,
-                 want_check: Callable[[str], None], clock: Callable[[], float], now_ms: Callable[[], int]) -> None:
+                 want_check: Callable[[str], None], held: Callable[[], bool], clock: Callable[[], float],
+                 now_ms: Callable[[], int]) -> None:
         self.coin, self.trading, self.executor, self.guard, self.host = coin, trading, executor, guard, host
-        self.want_check, self.clock, self.now_ms = want_check, clock, now_ms
+        self.want_check, self.held, self.clock, self.now_ms = want_check, held, clock, now_ms
         self.paper = executor.paper
         self.work: Working | None = None
         self.touch = Touch(coin, host.quotes, executor.rest, executor.gate, clock)
@@ -173,75 +181,91 @@ class MakerEntry:
         """An `orderUpdates` status of the resting order (`owns` said it is ours)."""
         work = self.work
         assert work is not None and work.record is not None
-        self._learned(work, status, orig_size - remaining if status != "filled" else orig_size)
+        self._learned(work, status, orig_size - remaining if status != "filled" else orig_size, self.clock(),
+                      polled=False)
         self._act(work, self.clock())
 
     def timer(self, now: float) -> None:
         work = self.work
         if work is None:
             return
-        if work.record is not None and now >= work.next_poll_s:
-            self._poll(work, now)
+        if work.record is not None and (work.cancel_sent or now >= work.next_poll_s):
+            self._poll(work, now)  # a cancel is confirmed by the order's status, never assumed
         if self.work is work:
             self._act(work, now)
 
     def stop(self) -> None:
-        """Shutdown: a resting entry must not fill after the bot stopped watching it."""
+        """Shutdown: a resting entry must not fill after the bot stopped watching it, and what
+        filled is a position with its stops before the state is saved."""
         work = self.work
-        if work is None or work.record is None:
+        if work is None:
             return
-        if not self._withdraw(work, self.clock(), "the bot is stopping"):
-            log.error("%s: post-only entry %s could not be canceled at shutdown; it may still rest on the exchange "
-                      "(the next start cancels it)", self.coin, work.record.cloid)
+        now = self.clock()
+        if work.record is not None and not work.cancel_sent:
+            self._cancel(work, now)
+        if work.record is not None and work.cancel_sent:
+            self._poll(work, now)
+        if work.filled > work.opened and not self.host.has_position:
+            self._open(work)
+        if work.record is not None:
+            log.error("%s: post-only entry %s could not be confirmed canceled at shutdown; it may still rest on the "
+                      "exchange (the next start cancels it)", self.coin, work.record.cloid)
 
     # ---- deciding --------------------------------------------------------------------------
 
     def _act(self, work: Working, now: float) -> None:
-        """What the order needs now: a position for its fills, withdrawn for good, re-pegged, or placed."""
-        if work.filled > 0 and not self.host.has_position:
-            self._open(work)
-        if now < work.next_try_s:
-            return
-        if self.host.has_position:
-            self._finish(work, now, "filled" if work.filled > 0 else "a position is open")
-        elif now - work.started_s >= self.trading.maker_timeout_s:
-            self._finish(work, now, f"not filled in {self.trading.maker_timeout_s:g} s ({work.repegs} re-pegs)")
-        elif work.record is None:
-            self._place(work, now)
-        elif now - work.placed_s >= self.trading.maker_repeg_s and self._left_behind(work, now):
-            old_px = work.px
-            if not self._withdraw(work, now, "re-peg"):
-                return
-            if work.filled > 0:  # it filled before the cancel took: no new order
+        """What the signal needs now: a position for new fills, then its order withdrawn (for a
+        re-peg or for good), placed, or the signal done."""
+        if work.filled > work.opened:
+            if work.opened == 0 and not self.host.has_position:
                 self._open(work)
-                self._finish(work, now, "filled")
-                return
-            work.repegs += 1
+            else:  # more filled after the position opened (or a check adopted it first): the check sizes it
+                work.opened = work.filled
+                self.want_check(f"{self.coin} more of the post-only entry filled")
+        if now < work.next_try_s or self.work is not work:
+            return
+        if work.record is not None:
+            if not work.cancel_sent:
+                work.ending = self._withdraw_reason(work, now)
+                if work.ending is not None:
+                    self._cancel(work, now)
+            return
+        if work.opened > 0 or self.host.has_position:
+            self.work = None  # done: the position is open
+        elif now - work.started_s >= self.trading.maker_timeout_s:
+            self.work = None
+            log.info("%s post-only entry canceled: not filled in %g s (%d re-pegs)", self.coin,
+                     self.trading.maker_timeout_s, work.repegs)
+        elif self.held():
+            work.next_try_s = now + HELD_RETRY_S
+        else:
+            repeg, old_px = work.ending == "re-peg", work.px
             self._place(work, now)
-            if work.record is not None:
+            if repeg and work.record is not None:
+                work.repegs += 1
                 log.info("%s post-only entry re-pegged: %s -> %s (re-peg %d)", self.coin, old_px, work.px,
                          work.repegs)
 
-    def _open(self, work: Working) -> None:
-        """The position of what filled, at once: its exits protect it while the rest is canceled."""
-        log.info("%s post-only entry filled: %s of %s at %s", self.coin, work.filled, work.size, work.px)
-        self.host.opened(work.side, work.filled, work.px)
+    def _withdraw_reason(self, work: Working, now: float) -> str | None:
+        """Why the resting order must go now: the position is open, the timeout, or left behind."""
+        if work.opened > 0 or self.host.has_position:
+            return "the position is open"
+        if now - work.started_s >= self.trading.maker_timeout_s:
+            return "timeout"
+        if now - work.placed_s >= self.trading.maker_repeg_s and self._left_behind(work, now):
+            return "re-peg"
+        return None
 
     def _left_behind(self, work: Working, now: float) -> bool:
         """The touch moved away: a better bid than ours (a long), a lower ask (a short)."""
         touch = self.touch.price(work.is_buy, now)
-        assert work.record is not None
-        return touch is not None and (touch > work.record.limit_px if work.is_buy else touch < work.record.limit_px)
+        return touch is not None and (touch > work.px if work.is_buy else touch < work.px)
 
-    def _finish(self, work: Working, now: float, why: str) -> None:
-        """Withdraw the resting order for good; the signal is done once it is gone."""
-        if work.record is not None and not self._withdraw(work, now, why):
-            return  # retried by the timer; entries keep waiting
-        self.work = None
-        if 0 < work.filled < work.size:  # a fill racing the cancel shows in the position
-            self.want_check(f"{self.coin} post-only entry partly filled")
-        if work.filled == 0:
-            log.info("%s post-only entry canceled: %s", self.coin, why)
+    def _open(self, work: Working) -> None:
+        """The position of what filled, at once: its exits protect it while the rest is canceled."""
+        log.info("%s post-only entry filled: %s of %s at %s", self.coin, work.filled, work.size, work.px)
+        work.opened = work.filled
+        self.host.opened(work.side, work.filled, work.px)
 
     # ---- the exchange ----------------------------------------------------------------------
 
@@ -267,16 +291,17 @@ class MakerEntry:
             return
         if result.kind == "resting":
             work.record = self._saved(record.to("resting", self.now_ms(), oid=result.oid))
-            work.px = touch
-            work.placed_s, work.next_poll_s = now, now + (0.0 if self.paper else MAKER_POLL_S)
+            work.px, work.placed_s, work.ending = touch, now, None
+            work.next_poll_s = now + (0.0 if self.paper else MAKER_POLL_S)
             work.stream_tids, work.stream_filled, work.polled_filled = set(), Decimal(0), Decimal(0)
             log.info("%s post-only entry resting: %s %s at %s (%s)", self.coin, "buy" if work.is_buy else "sell",
                      work.size, touch, record.cloid)
         elif result.kind == "filled":  # a post-only order never takes; believe the exchange all the same
             assert result.total_size is not None and result.avg_px is not None
             self._saved(record.filled_by_result(result.total_size, result.avg_px, self.now_ms()))
+            work.px, work.polled_filled = result.avg_px, result.total_size
+            self._open(work)
             self.work = None
-            self.host.opened(work.side, result.total_size, result.avg_px)
         else:
             self._saved(record.rejected(result.message or "error", self.now_ms()))
             if ALO_CROSSED in (result.message or ""):
@@ -285,27 +310,23 @@ class MakerEntry:
             log.warning("%s post-only entry refused: %s", self.coin, result.message)
             self.work = None
 
-    def _withdraw(self, work: Working, now: float, why: str) -> bool:
-        """Cancel the resting order; True once it certainly rests no more (its fills then known)."""
+    def _cancel(self, work: Working, now: float) -> None:
+        """Send the cancel; whatever it answers, the order is gone only once its status says so."""
         record = work.record
         assert record is not None
         try:
-            canceled = self.executor.exchange.cancel_by_cloid(self.coin, record.cloid)
+            self.executor.exchange.cancel_by_cloid(self.coin, record.cloid)
         except HyperliquidError as exc:
             work.next_try_s = now + CANCEL_RETRY_S
             if self._quiet.allow("cancel failed") is not None:
                 log.warning("%s: cancel of post-only entry %s failed (%s); retrying, entries wait", self.coin,
                             record.cloid, exc)
-            return False
-        if not canceled:  # never placed, already canceled, or filled: its status says how much filled
-            self._poll(work, now)
-            self.want_check(f"{self.coin} post-only entry gone before its cancel")
-        if work.record is record:
-            self._ended(work, "canceled", f"canceled ({why})")
-        return True
+            return
+        work.cancel_sent = True  # the next status (a poll, or the stream's update) settles it
 
     def _poll(self, work: Working, now: float) -> None:
-        """Ask the order's status (the stream may have missed a fill or a cancel by the exchange)."""
+        """Ask the order's status (the stream may miss a fill or a cancel; a cancel's answer never
+        says what filled before it)."""
         record = work.record
         assert record is not None
         work.next_poll_s = now + (0.0 if self.paper else MAKER_POLL_S)
@@ -324,28 +345,30 @@ class MakerEntry:
             return
         if not self.paper:
             gate.ok()
-        self._learned(work, status, filled)
+        self._learned(work, status, filled, now, polled=True)
 
-    def _learned(self, work: Working, status: str, filled: Decimal) -> None:
-        """The exchange's word on the resting order: how much filled, and whether it still rests
-        (unknownOid: an answer from before the order settled in; asked again)."""
+    def _learned(self, work: Working, status: str, filled: Decimal, now: float, polled: bool) -> None:
+        """The exchange's word on the resting order: how much filled, and whether it still rests.
+        A poll saying "open" after a cancel: the cancel did not take, it is sent again."""
         work.polled_filled = max(work.polled_filled, filled)
-        if status not in ("open", "unknownOid") and work.record is not None:
-            # Filled, or canceled/rejected by the exchange: the order rests no more.
-            self._ended(work, "filled" if status == "filled" else "canceled", status)
+        if status not in ("open", "unknownOid"):  # filled, or canceled/rejected: it rests no more
+            self._ended(work, status)
+        elif polled and work.cancel_sent:
+            work.cancel_sent = status == "unknownOid"  # unknownOid: an answer from before it settled in
+            work.next_try_s = now + CANCEL_RETRY_S
 
-    def _ended(self, work: Working, status: str, reason: str) -> None:
+    def _ended(self, work: Working, status: str) -> None:
         """The resting order is gone: its record says so, with what filled."""
         record = work.record
         assert record is not None
-        work.record = None
+        work.record, work.cancel_sent = None, False
         filled = work.filled
         try:
             if status == "filled" or filled >= record.size:
                 changed = record.filled_by_result(filled or record.size, record.limit_px, self.now_ms())
             else:
-                changed = record.to("canceled", self.now_ms(), reason=reason[:300], filled_size=filled,
-                                    avg_px=record.limit_px if filled else None)
+                changed = record.to("canceled", self.now_ms(), reason=f"{status} ({work.ending or 'by the exchange'})",
+                                    filled_size=filled, avg_px=record.limit_px if filled else None)
         except InvalidTransition:
             return
         self._saved(changed)
@@ -355,6 +378,7 @@ class MakerEntry:
     def _saved(self, record: OrderRecord) -> OrderRecord:
         self.executor.store.save_order(record)
         return record
+
 
 def _status_and_filled(answer: OrderStatusResult) -> tuple[str, Decimal]:
     """(the order's status word, how much of it filled) from an orderStatus answer."""

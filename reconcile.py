@@ -274,18 +274,26 @@ class Reconciler:
         log.info("start-up reconciliation done: %s", self._summary())
 
     def _cancel_resting_entries(self) -> None:
-        """A post-only entry left resting by the last run (killed, or its cancel failed) must not
-        open a position nobody works: canceled (a failed cancel is retried before the next entry);
-        one that filled meanwhile is adopted by the position check that follows."""
-        for record in self.store.orders(statuses=("resting",)):
-            if record.purpose == "entry" and record.coin in self.traders:
-                log.warning("%s: post-only entry %s was resting at the last stop; canceling it", record.coin,
-                            record.cloid)
-                self.executor.cancel_cloids(record.coin, [record.cloid], reason="resting entry at start")
-                settled = self.store.order(record.cloid)
-                if settled is not None and not settled.is_terminal and record.cloid not in \
-                        self.executor.uncanceled.get(record.coin, ()):
-                    self.store.save_order(settled.to("canceled", self.now_ms(), reason="not resting at start"))
+        """A post-only entry left resting by the last run (killed, or its cancel unconfirmed) must not
+        open a position nobody works: every open order of the account that is one of our entries
+        (whatever its record says; a removed market's too), and every entry saved as resting, is
+        canceled (a failed cancel is retried before the next entry in that coin); one that filled
+        meanwhile is adopted by the position check that follows."""
+        entries = {r.cloid: r for r in self.store.orders(statuses=("resting",)) if r.purpose == "entry"}
+        try:
+            for order in self.rest.open_orders(self.address):
+                record = self.store.order(order.cloid) if order.cloid else None
+                if record is not None and record.purpose == "entry":
+                    entries[record.cloid] = record
+        except HyperliquidError as exc:
+            log.warning("open-order check failed (%s); canceling the entries saved as resting", exc)
+        for cloid, record in entries.items():
+            log.warning("%s: post-only entry %s was resting at the last stop; canceling it", record.coin, cloid)
+            self.executor.cancel_cloids(record.coin, [cloid], reason="resting entry at start")
+            settled = self.store.order(cloid)
+            if settled is not None and not settled.is_terminal and cloid not in \
+                    self.executor.uncanceled.get(record.coin, ()):
+                self.store.save_order(settled.to("canceled", self.now_ms(), reason="not resting at start"))
 
     def _summary(self) -> str:
         parts = []

@@ -6,6 +6,7 @@ resting at a start, it is canceled. Exits stay marketable IOCs.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from decimal import Decimal as D
@@ -233,3 +234,117 @@ def test_a_paper_post_only_entry_fills_when_a_trade_goes_through_it(quiet_sim: S
         assert quiet_sim.exchange_log() == []
     finally:
         h.close()
+
+
+# ---- races with the cancel (a review found these; each once left the account long while the bot was flat) ----
+
+def _taker(sim: SimServer) -> HyperliquidRestClient:
+    taker = HyperliquidRestClient(sim.rest_url, signer=L1Signer(os.urandom(32), is_mainnet=False))
+    taker.clearinghouse_state(taker.address)  # the faucet funds it
+    return taker
+
+
+def _exchange_position(sim: SimServer, h: Harness) -> D:
+    return D(sim.account(h.bot.address)["positions"].get("BTC", {"szi": "0"})["szi"])
+
+
+def _is_cancel(body: dict) -> bool:
+    return body.get("action", {}).get("type") == "cancelByCloid"
+
+
+def test_a_fill_that_raced_the_re_peg_cancel_becomes_the_position_not_a_second_order(
+        quiet_sim: SimServer, tmp_path: Path) -> None:
+    h, strategy = maker_bot(quiet_sim, tmp_path, websocket={"enabled": False})
+    taker = _taker(quiet_sim)
+    try:
+        signal_long(h, quiet_sim, strategy)
+        maker = h.trader.entries.maker
+        first = maker.work.record
+        assert taker.place_order("BTC", False, D("0.002"), D("49995"), tif="Ioc")[0].kind == "filled"
+        maker.work.next_poll_s = float("inf")  # the fill's news not in yet when the re-peg cancels
+        quiet_sim.set_price("BTC", "50100")
+        wait_until(lambda: maker.work is None, 8, h.step)
+        assert h.trader.position is not None and h.trader.position.size == D("0.002") == _exchange_position(quiet_sim, h)
+        assert open_orders(quiet_sim, h) == [] and maker_orders_sent(quiet_sim) == 1
+        assert h.store.order(first.cloid).filled_size == D("0.002")
+    finally:
+        taker.close()
+        h.close()
+
+
+def test_a_refused_cancel_and_failing_status_polls_place_nothing_until_the_status_says(
+        quiet_sim: SimServer, tmp_path: Path) -> None:
+    with FaultProxy(upstream=quiet_sim.rest_url) as proxy:
+        h, strategy = maker_bot(quiet_sim, tmp_path, websocket={"enabled": False}, api={"rest_url": proxy.url},
+                                trading={"maker_timeout_s": 60})
+        taker = _taker(quiet_sim)
+        try:
+            signal_long(h, quiet_sim, strategy)
+            maker = h.trader.entries.maker
+            assert taker.place_order("BTC", False, D("0.004"), D("49995"), tif="Ioc")[0].kind == "filled"
+            maker.work.next_poll_s = float("inf")
+            polls = proxy.inject("/info", Fault.STATUS_BEFORE, status=502, count=None,
+                                 match=lambda body: body.get("type") == "orderStatus")
+            quiet_sim.set_price("BTC", "50100")  # the re-peg's cancel: "already filled"
+            wait_until(lambda: polls.hits >= 3, 15, h.step)
+            assert maker.work is not None and maker.work.record is not None and h.trader.position is None
+            assert maker_orders_sent(quiet_sim) == 1  # nothing placed while the status is unknown
+            proxy.clear(polls)
+            wait_until(lambda: h.trader.position is not None, 10, h.step)
+            assert h.trader.position.size == D("0.004") == _exchange_position(quiet_sim, h)
+            wait_until(lambda: maker.work is None, 5, h.step)
+            assert maker_orders_sent(quiet_sim) == 1 and open_orders(quiet_sim, h) == []
+        finally:
+            taker.close()
+            h.close()
+
+
+def test_a_cancel_answered_with_an_error_is_sent_again_never_two_orders(quiet_sim: SimServer, tmp_path: Path) -> None:
+    with FaultProxy(upstream=quiet_sim.rest_url) as proxy:
+        h, strategy = maker_bot(quiet_sim, tmp_path, api={"rest_url": proxy.url, "ws_url": quiet_sim.ws_url})
+        try:
+            signal_long(h, quiet_sim, strategy)
+            first = h.trader.entries.maker.work.record
+            refused = {"status": "ok", "response": {"type": "cancel", "data": {"statuses": [{"error": "busy"}]}}}
+            proxy.inject("/exchange", Fault.STATUS_BEFORE, status=200, body=json.dumps(refused), count=1,
+                         headers={"Content-Type": "application/json"}, match=_is_cancel)
+            quiet_sim.set_price("BTC", "50100")
+            most_resting = 0
+
+            def repegged() -> bool:
+                nonlocal most_resting
+                most_resting = max(most_resting, len(open_orders(quiet_sim, h)))
+                return h.trader.entries.maker.work.repegs == 1
+            wait_until(repegged, 8, h.step)
+            assert most_resting == 1 and h.store.order(first.cloid).status == "canceled"
+            wait_until(lambda: h.trader.entries.maker.work is None, 8, h.step)  # the timeout
+            assert open_orders(quiet_sim, h) == []
+        finally:
+            h.close()
+
+
+def test_a_position_closed_while_the_rest_cannot_be_canceled_is_not_opened_again(
+        quiet_sim: SimServer, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="bot")
+    with FaultProxy(upstream=quiet_sim.rest_url) as proxy:
+        h, strategy = maker_bot(quiet_sim, tmp_path, api={"rest_url": proxy.url, "ws_url": quiet_sim.ws_url},
+                                trading={"maker_timeout_s": 60})
+        taker = _taker(quiet_sim)
+        try:
+            signal_long(h, quiet_sim, strategy)
+            cancels = proxy.inject("/exchange", Fault.STATUS_BEFORE, status=502, count=None, match=_is_cancel)
+            assert taker.place_order("BTC", False, D("0.002"), D("49995"), tif="Ioc")[0].kind == "filled"
+            wait_until(lambda: h.trader.position is not None, 5, h.step)
+            quiet_sim.set_price("BTC", "52600")  # the 5 % take-profit closes the 0.002
+            wait_until(lambda: "position closed by take_profit" in caplog.text, 5, h.step)
+            wait_until(lambda: cancels.hits >= 3, 8, h.step)  # the rest's cancel keeps failing, retried
+            assert h.trader.position is None and _exchange_position(quiet_sim, h) == 0
+            assert caplog.text.count("position opened: long") == 1
+        finally:
+            proxy.clear()
+            taker.close()
+            h.close()
+
+
+def maker_orders_sent(sim: SimServer) -> int:
+    return sum(1 for tif in tifs(sim) if tif == "Alo")

@@ -114,6 +114,7 @@ class Rig:
     executor: OrderExecutor
     store: StateWriter
     checks: list[str]
+    held: list[bool]
 
 
 @pytest.fixture
@@ -128,8 +129,10 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
                              want_check=checks.append, on_protective=lambda *a: None)
     host = Host(Quotes(clock))
     host.quotes.on_bbo(D("50000"), D("50001"))
-    maker = MakerEntry("BTC", TRADING, executor, RiskGuard(D(1000), 100), host, checks.append, clock, clock.ms)
-    yield Rig(maker, exchange, host, clock, executor, writer, checks)
+    held = [False]
+    maker = MakerEntry("BTC", TRADING, executor, RiskGuard(D(1000), 100), host, checks.append, lambda: held[0], clock,
+                       clock.ms)
+    yield Rig(maker, exchange, host, clock, executor, writer, checks, held)
     store.close()
 
 
@@ -148,12 +151,16 @@ def test_it_rests_at_the_best_bid_as_a_post_only_order(rig: Rig) -> None:
 
 def test_a_fill_seen_twice_counts_once_and_opens_the_position_with_it(rig: Rig) -> None:
     cloid = started(rig)
-    rig.exchange.cancels.append(True)
     rig.maker.on_fill(101, D("0.001"))
+    rig.maker.on_fill(101, D("0.001"))  # the same trade again (a snapshot after a reconnect)
     assert rig.host.opened_with == [("long", D("0.001"), D("50000"))]
-    assert ("cancel", cloid) in rig.exchange.calls and rig.maker.work is None  # the rest canceled at once
-    assert rig.store.order(cloid).filled_size == D("0.001")
-    assert any("partly filled" in c for c in rig.checks)  # a fill that raced the cancel shows in the position
+    assert ("cancel", cloid) in rig.exchange.calls  # the rest canceled at once...
+    assert rig.maker.work is not None  # ...but gone only once its status says so, with what filled by then
+    rig.exchange.statuses.append(status("canceled", "0.002", "0.004"))  # 0.001 more filled before the cancel
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is None and rig.host.opened_with == [("long", D("0.001"), D("50000"))]  # opened once
+    assert rig.store.order(cloid).filled_size == D("0.002") and rig.store.order(cloid).status == "canceled"
+    assert any("more of the post-only entry filled" in c for c in rig.checks)  # the check sizes the position
 
 
 def test_a_cancel_too_late_learns_the_fill_from_the_order_status(rig: Rig) -> None:
@@ -162,8 +169,10 @@ def test_a_cancel_too_late_learns_the_fill_from_the_order_status(rig: Rig) -> No
     rig.host.quotes.on_bbo(D("50010"), D("50011"))  # left behind
     rig.exchange.cancels.append(False)  # "never placed, already canceled, or filled"
     rig.exchange.statuses.append(status("open", "0.004", "0.004"))  # the timer's poll, before the cancel
+    rig.maker.timer(rig.clock.now)  # left behind: the re-peg's cancel
+    assert ("cancel", cloid) in rig.exchange.calls and rig.host.opened_with == []
     rig.exchange.statuses.append(status("filled", "0", "0.004"))
-    rig.maker.timer(rig.clock.now)
+    rig.maker.timer(rig.clock.now)  # its status settles it: filled
     assert rig.host.opened_with == [("long", D("0.004"), D("50000"))]  # at its own price, never re-pegged
     assert [c for c in rig.exchange.calls if c[0] == "place"] == [("place", (D("50000"), "Alo", cloid))]
     assert rig.maker.work is None and rig.store.order(cloid).status == "filled"
@@ -207,6 +216,8 @@ def test_an_order_the_exchange_canceled_is_placed_again(rig: Rig) -> None:
     started(rig)
     rig.exchange.places.append(resting(8))
     rig.maker.on_update("marginCanceled", D("0.004"), D("0.004"))
+    rig.host.quotes.on_bbo(D("50000"), D("50001"))
+    rig.maker.timer(rig.clock.now)
     assert rig.maker.work is not None and rig.maker.work.record is not None and rig.maker.work.record.oid == 8
     assert rig.host.opened_with == []
 
@@ -222,7 +233,54 @@ def test_a_cancel_that_raises_is_retried_and_the_order_kept(rig: Rig) -> None:
     assert [c for c in rig.exchange.calls if c[0] == "cancel"] == [("cancel", cloid)]  # not before 1 s
     rig.clock.now += 0.6
     rig.maker.timer(rig.clock.now)
+    assert [c for c in rig.exchange.calls if c[0] == "cancel"] == [("cancel", cloid)] * 2
+    rig.exchange.statuses.append(status("canceled", "0.004", "0.004"))
+    rig.maker.timer(rig.clock.now)
     assert rig.maker.work is None and rig.store.order(cloid).status == "canceled"
+
+
+def test_a_cancel_that_did_not_take_is_sent_again_and_nothing_else_is_placed(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.clock.now += 6
+    rig.host.quotes.on_bbo(D("50010"), D("50011"))  # left behind
+    rig.exchange.cancels.append(False)  # an error status...
+    rig.maker.timer(rig.clock.now)
+    rig.exchange.statuses.append(status("open", "0.004", "0.004"))  # ...and the order still rests
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work.record.cloid == cloid and not rig.maker.work.cancel_sent
+    rig.clock.now += 1.1
+    rig.host.quotes.on_bbo(D("50010"), D("50011"))
+    rig.maker.timer(rig.clock.now)  # the re-peg's cancel again (no poll due: the last was 1.1 s ago)
+    rig.exchange.statuses.append(status("canceled", "0.004", "0.004"))
+    rig.exchange.places.append(resting(8))
+    rig.maker.timer(rig.clock.now)
+    assert [c[1][0] for c in rig.exchange.calls if c[0] == "place"] == [D("50000"), D("50010")]  # one at a time
+    assert rig.maker.work.repegs == 1 and rig.store.order(cloid).status == "canceled"
+
+
+def test_a_placement_waits_while_entries_are_held(rig: Rig) -> None:
+    rig.exchange.places.append(error(ALO_CROSSED + ", bbo was 50001"))
+    rig.maker.start("long", D("0.004"), D("50000"))
+    rig.held[0] = True  # e.g. a position check is due (a late fill of an earlier order)
+    rig.clock.now += 1
+    rig.host.quotes.on_bbo(D("50000"), D("50001"))
+    rig.maker.timer(rig.clock.now)
+    assert [c for c in rig.exchange.calls if c[0] == "place"] == [rig.exchange.calls[0]]
+    rig.held[0] = False
+    rig.exchange.places.append(resting())
+    rig.clock.now += 1
+    rig.host.quotes.on_bbo(D("50000"), D("50001"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work.record is not None
+
+
+def test_stop_opens_what_filled_before_the_bot_stops(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.exchange.cancels.append(False)
+    rig.exchange.statuses.append(status("filled", "0", "0.004"))
+    rig.maker.stop()
+    assert rig.host.opened_with == [("long", D("0.004"), D("50000"))]  # its stops placed before the state is saved
+    assert rig.store.order(cloid).status == "filled"
 
 
 def test_the_paper_exchange_rests_post_only_orders_and_fills_them_when_traded_through() -> None:
