@@ -10,7 +10,7 @@ target of 100,000 trade frames/s.
 
     python bench/backtest_speed.py [--frames N] [--runs R] [--bbo]
 
-(Its own file: bench/run.py is `make bench`'s, edited elsewhere; this one can join it as one call.)
+`make bench` (bench/run.py) runs it too, on a 100,000-frame recording, 3 runs (`add_to`).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
@@ -63,6 +64,55 @@ def settings_for(strategy: dict) -> object:
                                            "order_size_usd": 200, "exits_on_exchange": False}})
 
 
+STRATEGIES = {"ema_cross": {"name": "ema_cross", "params": {"fast": 9, "slow": 21}},
+              "always_long": {"name": "always_long"}}
+
+
+def summary(values: list[float], digits: int) -> dict[str, float]:
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
+def measure(frames: int = 300_000, runs: int = 5, bbo: bool = False) -> dict[str, Any]:
+    """Per strategy: trade frames per second of wall time, CPU us per frame, round trips."""
+    figures: dict[str, Any] = {"frames": frames, "runs": runs, "bbo": bbo, "target_frames_per_s": TARGET_FRAMES_PER_S}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "frames-20260101-00.jsonl.gz"
+        write_recording(path, frames, bbo)
+        for name, strategy in STRATEGIES.items():
+            settings = settings_for(strategy)
+            rates, cpu_us = [], []
+            trades = 0
+            for _ in range(runs):
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                result = backtest.run(settings, [path])
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                rates.append(result.trade_frames / wall)
+                cpu_us.append(cpu / result.frames * 1e6)
+                trades = len(result.report.trades)
+            figures[name] = {"trade_frames_per_s": summary(rates, 0), "cpu_us_per_frame": summary(cpu_us, 2),
+                             "round_trips": trades}
+    return figures
+
+
+def report(figures: dict[str, Any]) -> list[str]:
+    lines = []
+    for name in STRATEGIES:
+        rate, cpu = figures[name]["trade_frames_per_s"], figures[name]["cpu_us_per_frame"]
+        lines.append(f"backtest {name:12s} {rate['median']:>9,.0f} trade frames/s ({rate['min']:,.0f}-{rate['max']:,.0f}); "
+                     f"CPU {cpu['median']:.2f} us/frame ({cpu['min']:.2f}-{cpu['max']:.2f}); "
+                     f"{figures[name]['round_trips']} round trips")
+    return lines
+
+
+def add_to(results: dict[str, Any], frames: int = 100_000, runs: int = 3) -> None:
+    """For bench/run.py: measure, keep the figures under "backtest", print the summary."""
+    logging.getLogger().setLevel(logging.ERROR)  # the trading code's warnings are not the figure
+    results["backtest"] = measure(frames, runs)
+    for line in report(results["backtest"]):
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=300_000, help="trade frames in the recording")
@@ -70,33 +120,14 @@ def main() -> None:
     parser.add_argument("--bbo", action="store_true", help="a bbo frame after every trades frame")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the trading code's warnings (refused entries) are not the figure
-    strategies = {"ema_cross": {"name": "ema_cross", "params": {"fast": 9, "slow": 21}},
-                  "always_long": {"name": "always_long"}}
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "frames-20260101-00.jsonl.gz"
-        write_recording(path, args.frames, args.bbo)
-        print(f"recording: {args.frames} trade frames{' + as many bbo frames' if args.bbo else ''}, "
-              f"{path.stat().st_size / 1e6:.1f} MB gzip")
-        verdicts = []
-        for name, strategy in strategies.items():
-            settings = settings_for(strategy)
-            rates, cpu_us = [], []
-            trades = 0
-            for _ in range(args.runs):
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                result = backtest.run(settings, [path])
-                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                rates.append(result.trade_frames / wall)
-                cpu_us.append(cpu / result.frames * 1e6)
-                trades = len(result.report.trades)
-            rate = statistics.median(rates)
-            print(f"{name:12s} {rate:>9,.0f} trade frames/s ({min(rates):,.0f}-{max(rates):,.0f}); "
-                  f"CPU {statistics.median(cpu_us):.2f} us/frame ({min(cpu_us):.2f}-{max(cpu_us):.2f}); "
-                  f"{trades} round trips")
-            verdicts.append((name, rate))
-        for name, rate in verdicts:
-            verdict = "PASS" if rate >= TARGET_FRAMES_PER_S else "FAIL"
-            print(f"{verdict} backtest {name} >= {TARGET_FRAMES_PER_S:,} trade frames/s of wall time")
+    figures = measure(args.frames, args.runs, args.bbo)
+    print(f"recording: {args.frames} trade frames{' + as many bbo frames' if args.bbo else ''}")
+    for line in report(figures):
+        print(line)
+    for name in STRATEGIES:
+        rate = figures[name]["trade_frames_per_s"]["median"]
+        verdict = "PASS" if rate >= TARGET_FRAMES_PER_S else "FAIL"
+        print(f"{verdict} backtest {name} >= {TARGET_FRAMES_PER_S:,} trade frames/s of wall time")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import backtest_speed  # bench/backtest_speed.py: recorded frames backtested per second
 import book_speed  # bench/book_speed.py: l2Book frames handled and the cost of keeping the book
 import requests
 import websocket
@@ -795,6 +796,7 @@ def main() -> int:
         sim.stop()
     results["idle"] = bench_idle()
     book_speed.add_to(results)
+    backtest_speed.add_to(results)
     s, f = results["stream"], results["faults"]
     checks = {
         "burst throughput, client + queue >= 75% of the floor": s["client_ratio_to_floor"]["median"] >= 0.75,
@@ -807,6 +809,8 @@ def main() -> int:
         "signing <= 0.3 ms": results["signing"]["sign_ms"]["median"] <= 0.3,
         "silent stall detected < 30 s": f["silent_stall_detected_s"]["max"] < 30,
         "RSS growth < 5 MB per million messages": results["rss"]["rss_growth_mb_per_million"] < 5,
+        "backtest (ema_cross, trades only) >= 100,000 trade frames/s":
+            results["backtest"]["ema_cross"]["trade_frames_per_s"]["median"] >= backtest_speed.TARGET_FRAMES_PER_S,
     }
     results["checks"] = {k: ("PASS" if v else "FAIL") for k, v in checks.items()}
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -896,6 +900,11 @@ def write_markdown(r: dict[str, Any]) -> None:
         "- Burst throughput: websocket-client reads each frame with 2-3 socket calls, each a GIL",
         "  hand-over; hlbot's reader serves frames from 64 KB reads, so it outruns the floor, which",
         "  uses websocket-client as it comes.",
+        "", "## Order book and backtest", "",
+        book_speed.report(r["book"]) + " (`python bench/book_speed.py`).", "",
+        f"Backtest of a seeded {r['backtest']['frames']:,}-frame recording (trades only), {r['backtest']['runs']} runs "
+        "(`python bench/backtest_speed.py`):", "",
+        *[f"- {line}" for line in backtest_speed.report(r["backtest"])],
         "", "## Targets", ""]
     lines += [f"- {v} {k}" for k, v in r["checks"].items()]
     (ROOT / "docs" / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
