@@ -152,6 +152,7 @@ class MakerEntry:
     def start(self, side: Literal["long", "short"], size: Decimal, price: Decimal) -> None:
         """An entry signal at `price`: work it as a resting order at the touch."""
         now = self.clock()
+        size = Decimal(format(size.normalize(), "f"))  # 0.004, not 0.00400, in the logs (the same number)
         self.work = Working(side, size, price, started_s=now)
         self._place(self.work, now)
 
