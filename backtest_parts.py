@@ -23,7 +23,7 @@ from execution import OrderExecutor
 from loop import TradingLoop
 from market import MarketTrader
 from order_book import Book
-from paper import PaperExchange
+from paper import PaperExchange, PaperOrder
 from rest_errors import NetworkError
 from settings import RiskSettings
 from state import SavedPosition
@@ -106,7 +106,7 @@ class SimFill:
     size: Decimal
     px: Decimal
     fee: Decimal
-    priced_by: str        # "l2Book" (walked the market's recorded book) or "paper" (the slippage rule)
+    priced_by: str        # "l2Book" (walked the recorded book), "paper" (the slippage rule) or "maker" (post-only)
     reduce_only: bool
     cloid: str | None
 
@@ -137,6 +137,14 @@ class BacktestExchange(PaperExchange):
                                 result.avg_px, self.fee(result.total_size, result.avg_px),
                                 "l2Book" if self.book_fills > on_book else "paper", reduce_only, cloid))
         return results
+
+    def trade(self, coin: str, px: Decimal) -> list[tuple[str, PaperOrder]]:
+        """Resting post-only orders the trade went through: maker fills at their price."""
+        filled = super().trade(coin, px)
+        for cloid, order in filled:
+            self._book_fill(SimFill(self._clock_ns() // 1_000_000, coin, "buy" if order.is_buy else "sell", order.size,
+                                    order.px, self.fee(order.size, order.px, maker=True), "maker", False, cloid))
+        return filled
 
     def _book_fill(self, fill: SimFill) -> None:
         self.fills.append(fill)

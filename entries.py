@@ -70,8 +70,8 @@ class Entries:
         self.blocked_until = 0.0
         self.last_eval = 0.0
         self.last_closed_candles = 0
-        self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, self.placement_held, clock,
-                                now_ms)
+        self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, self.placement_held,
+                                lambda: self.enabled, clock, now_ms)
         self.post_only = entry_order_of(trading.entry_order, strategy) == "post_only"
 
     def cool_down(self) -> None:

@@ -290,17 +290,14 @@ class TradingLoop:
         return self._snapshot
 
     def shutdown(self) -> None:
-        """After the loop: save the positions, journal fills already received (market data is
-        dropped; no order goes out now, and a resting post-only entry is canceled), publish a last
-        health snapshot."""
+        """After the loop: cancel resting post-only entries, journal fills already received (market
+        data is dropped; no other order goes out now), save the positions, publish a last health
+        snapshot."""
         for trader in self.traders.values():
             try:
                 trader.entries.maker.stop()
             except Exception as exc:  # noqa: BLE001 - in a `finally`: must not hide why the loop ended
                 log.error("stopping: %s post-only entry cancel failed (%s); the next start cancels it", trader.coin, exc)
-        for trader in self.traders.values():
-            if trader.position is not None:
-                self.store.save_position(trader.position_record())
         journaled = 0
         try:
             for _ in range(self.events.maxsize or 10_000):
@@ -315,6 +312,9 @@ class TradingLoop:
             log.error("stopping: journaling queued fills failed (%s); the next start fetches them", exc)
         if journaled:
             log.info("stopping: %d queued fill(s) journaled; the next start checks the position", journaled)
+        for trader in self.traders.values():  # after the fills: one may have opened a post-only entry's position
+            if trader.position is not None:
+                self.store.save_position(trader.position_record())
         self.store.retry()
         if self.store.pending:
             log.error("stopping: %d state write(s) could not be saved (%s); the next start reconciles with "

@@ -34,6 +34,8 @@ log = logging.getLogger("bot")
 
 MAKER_POLL_S = 2.0        # a resting maker entry's status is asked this often over /info (paper: every turn)
 CANCEL_RETRY_S = 1.0      # a cancel that failed is tried again this soon
+CONFIRM_POLL_S = 0.5      # after a cancel, the order's status is asked this often until it says it ended
+UNKNOWN_GIVE_UP_S = 60.0  # an order the exchange keeps not knowing is given up (a position check decides)
 REPLACE_AFTER_S = 0.2     # after "would have immediately matched", the next placement waits for a newer touch
 HELD_RETRY_S = 0.5        # a placement held back (an order in doubt, a position check due) is tried again this soon
 ALO_CROSSED = "Post only order would have immediately matched"  # the exchange's words
@@ -72,8 +74,13 @@ class Working:
     stream_filled: Decimal = Decimal(0)  # of the current order, from the stream's fills
     polled_filled: Decimal = Decimal(0)  # of the current order, from its status
     cancel_sent: bool = False  # for `record`: gone once its status says so (a poll or the stream's update)
-    ending: str | None = None  # why `record` is withdrawn: "re-peg", "timeout", "the position is open"
+    ending: str | None = None  # why `record` is withdrawn: "re-peg", "timeout", "the position is open", ...
+    replace: bool = True       # with no order resting: place one (first, after "would have crossed", a re-peg)
+    ended_by: str | None = None  # the exchange's word for the last order's end ("canceled", "marginCanceled", ...)
+    given_up: str | None = None  # withdrawn for good at the operator's word (`give_up`)
     opened: Decimal = Decimal(0)  # the fill the position was opened with (0: none yet)
+    adopted: bool = False      # a position check found the position before its fill came: never opened here
+    unknown_since_s: float | None = None  # the exchange has answered "unknownOid" for the order since
     repegs: int = 0
     next_poll_s: float = 0.0
     next_try_s: float = 0.0   # the next placement, or the next cancel attempt
@@ -138,10 +145,10 @@ class MakerEntry:
     stop's cancel failing)."""
 
     def __init__(self, coin: str, trading: TradingSettings, executor: OrderExecutor, guard: RiskGuard, host: Host,
-                 want_check: Callable[[str], None], held: Callable[[], bool], clock: Callable[[], float],
-                 now_ms: Callable[[], int]) -> None:
+                 want_check: Callable[[str], None], held: Callable[[], bool], wanted: Callable[[], bool],
+                 clock: Callable[[], float], now_ms: Callable[[], int]) -> None:
         self.coin, self.trading, self.executor, self.guard, self.host = coin, trading, executor, guard, host
-        self.want_check, self.held, self.clock, self.now_ms = want_check, held, clock, now_ms
+        self.want_check, self.held, self.wanted, self.clock, self.now_ms = want_check, held, wanted, clock, now_ms
         self.paper = executor.paper
         self.work: Working | None = None
         self.touch = Touch(coin, host.quotes, executor.rest, executor.gate, clock)
@@ -155,6 +162,14 @@ class MakerEntry:
         size = Decimal(format(size.normalize(), "f"))  # 0.004, not 0.00400, in the logs (the same number)
         self.work = Working(side, size, price, started_s=now)
         self._place(self.work, now)
+
+    def give_up(self, why: str) -> bool:
+        """The operator's word (`--ctl close`): withdraw the order for good. False: none is worked."""
+        if self.work is None:
+            return False
+        self.work.given_up = why
+        self._act(self.work, self.clock())
+        return True
 
     def owns(self, cloid: str | None) -> bool:
         work = self.work
@@ -190,8 +205,8 @@ class MakerEntry:
         work = self.work
         if work is None:
             return
-        if work.record is not None and (work.cancel_sent or now >= work.next_poll_s):
-            self._poll(work, now)  # a cancel is confirmed by the order's status, never assumed
+        if work.record is not None and now >= work.next_poll_s:
+            self._poll(work, now)  # also how a cancel is confirmed: by the order's status, never assumed
         if self.work is work:
             self._act(work, now)
 
@@ -202,11 +217,13 @@ class MakerEntry:
         if work is None:
             return
         now = self.clock()
-        if work.record is not None and not work.cancel_sent:
-            self._cancel(work, now)
-        if work.record is not None and work.cancel_sent:
-            self._poll(work, now)
-        if work.filled > work.opened and not self.host.has_position:
+        work.given_up = work.ending = "the bot is stopping"  # nothing is placed again, whatever comes after
+        for _attempt in range(2):  # back to back: nothing waits at shutdown but the requests' deadlines
+            if work.record is not None and not work.cancel_sent:
+                self._cancel(work, now)
+            if work.record is not None and work.cancel_sent:
+                self._poll(work, now)
+        if work.filled > work.opened and not work.adopted and not self.host.has_position:
             self._open(work)
         if work.record is not None:
             log.error("%s: post-only entry %s could not be confirmed canceled at shutdown; it may still rest on the "
@@ -217,8 +234,10 @@ class MakerEntry:
     def _act(self, work: Working, now: float) -> None:
         """What the signal needs now: a position for new fills, then its order withdrawn (for a
         re-peg or for good), placed, or the signal done."""
+        if self.host.has_position and work.opened == 0:
+            work.adopted = True  # a position check took the exchange's position first
         if work.filled > work.opened:
-            if work.opened == 0 and not self.host.has_position:
+            if work.opened == 0 and not work.adopted:
                 self._open(work)
             else:  # more filled after the position opened (or a check adopted it first): the check sizes it
                 work.opened = work.filled
@@ -231,12 +250,16 @@ class MakerEntry:
                 if work.ending is not None:
                     self._cancel(work, now)
             return
-        if work.opened > 0 or self.host.has_position:
-            self.work = None  # done: the position is open
-        elif now - work.started_s >= self.trading.maker_timeout_s:
+        stop = self._stop_reason(work, now)
+        if stop is not None:
             self.work = None
-            log.info("%s post-only entry canceled: not filled in %g s (%d re-pegs)", self.coin,
-                     self.trading.maker_timeout_s, work.repegs)
+            if stop:
+                log.info("%s post-only entry %s", self.coin, stop)
+        elif not work.replace:  # the exchange ended it (not our re-peg): its reason may bar another
+            self.work = None
+            log.warning("%s post-only entry ended: the exchange says %s; checking the position", self.coin,
+                        work.ended_by)
+            self.want_check(f"{self.coin} post-only entry {work.ended_by}")
         elif self.held():
             work.next_try_s = now + HELD_RETRY_S
         else:
@@ -247,12 +270,21 @@ class MakerEntry:
                 log.info("%s post-only entry re-pegged: %s -> %s (re-peg %d)", self.coin, old_px, work.px,
                          work.repegs)
 
-    def _withdraw_reason(self, work: Working, now: float) -> str | None:
-        """Why the resting order must go now: the position is open, the timeout, or left behind."""
-        if work.opened > 0 or self.host.has_position:
-            return "the position is open"
+    def _stop_reason(self, work: Working, now: float) -> str | None:
+        """With no order resting, why the signal is done ("" when it filled), else None."""
+        if work.opened > 0 or work.adopted or self.host.has_position:
+            return ""
+        if work.given_up or not self.wanted():
+            return f"withdrawn: {work.given_up or 'entries paused'}"
         if now - work.started_s >= self.trading.maker_timeout_s:
-            return "timeout"
+            return f"canceled: not filled in {self.trading.maker_timeout_s:g} s ({work.repegs} re-pegs)"
+        return None
+
+    def _withdraw_reason(self, work: Working, now: float) -> str | None:
+        """Why the resting order must go now: the signal is done, or it was left behind."""
+        stop = self._stop_reason(work, now)
+        if stop is not None:
+            return stop or "the position is open"
         if now - work.placed_s >= self.trading.maker_repeg_s and self._left_behind(work, now):
             return "re-peg"
         return None
@@ -292,7 +324,7 @@ class MakerEntry:
             return
         if result.kind == "resting":
             work.record = self._saved(record.to("resting", self.now_ms(), oid=result.oid))
-            work.px, work.placed_s, work.ending = touch, now, None
+            work.px, work.placed_s, work.ending, work.replace, work.unknown_since_s = touch, now, None, False, None
             work.next_poll_s = now + (0.0 if self.paper else MAKER_POLL_S)
             work.stream_tids, work.stream_filled, work.polled_filled = set(), Decimal(0), Decimal(0)
             log.info("%s post-only entry resting: %s %s at %s (%s)", self.coin, "buy" if work.is_buy else "sell",
@@ -306,6 +338,7 @@ class MakerEntry:
         else:
             self._saved(record.rejected(result.message or "error", self.now_ms()))
             if ALO_CROSSED in (result.message or ""):
+                work.replace = True
                 work.next_try_s = now + REPLACE_AFTER_S  # the touch moved on; placed again at the new one
                 return
             log.warning("%s post-only entry refused: %s", self.coin, result.message)
@@ -324,13 +357,14 @@ class MakerEntry:
                             record.cloid, exc)
             return
         work.cancel_sent = True  # the next status (a poll, or the stream's update) settles it
+        work.next_poll_s = now
 
     def _poll(self, work: Working, now: float) -> None:
         """Ask the order's status (the stream may miss a fill or a cancel; a cancel's answer never
         says what filled before it)."""
         record = work.record
         assert record is not None
-        work.next_poll_s = now + (0.0 if self.paper else MAKER_POLL_S)
+        work.next_poll_s = now + (0.0 if self.paper else CONFIRM_POLL_S if work.cancel_sent else MAKER_POLL_S)
         gate = self.executor.gate
         source: Any = self.executor.exchange if self.paper else self.executor.rest
         if not self.paper and gate.held(now):
@@ -352,17 +386,27 @@ class MakerEntry:
         """The exchange's word on the resting order: how much filled, and whether it still rests.
         A poll saying "open" after a cancel: the cancel did not take, it is sent again."""
         work.polled_filled = max(work.polled_filled, filled)
-        if status not in ("open", "unknownOid"):  # filled, or canceled/rejected: it rests no more
+        if status == "unknownOid":  # an answer from before it settled in, once; for a minute: given up
+            work.unknown_since_s = work.unknown_since_s or now
+            if now - work.unknown_since_s >= UNKNOWN_GIVE_UP_S:
+                log.warning("%s: the exchange has not known post-only entry %s for %.0f s; given up, checking the "
+                            "position", self.coin, work.record.cloid if work.record else "?", UNKNOWN_GIVE_UP_S)
+                self._ended(work, status)
+                self.want_check(f"{self.coin} post-only entry unknownOid for a minute")
+            return
+        work.unknown_since_s = None
+        if status != "open":  # filled, or canceled/rejected: it rests no more
             self._ended(work, status)
-        elif polled and work.cancel_sent:
-            work.cancel_sent = status == "unknownOid"  # unknownOid: an answer from before it settled in
+        elif polled and work.cancel_sent:  # the cancel did not take: sent again
+            work.cancel_sent = False
             work.next_try_s = now + CANCEL_RETRY_S
 
     def _ended(self, work: Working, status: str) -> None:
         """The resting order is gone: its record says so, with what filled."""
         record = work.record
         assert record is not None
-        work.record, work.cancel_sent = None, False
+        work.record, work.cancel_sent, work.ended_by = None, False, status
+        work.replace = status == "canceled" and work.ending == "re-peg"
         filled = work.filled
         try:
             if status == "filled" or filled >= record.size:

@@ -99,6 +99,8 @@ class OperatorDesk:
     def _close(self, trader: "MarketTrader") -> str:
         pos = trader.position
         if pos is None:
+            if trader.entries.maker.give_up("the operator's close"):
+                return f"{trader.coin}: no position; its resting post-only entry is being canceled"
             return f"{trader.coin}: no position"
         was = f"{pos.side} {pos.size} (entry {pos.entry_px})"
         size = pos.size

@@ -97,12 +97,15 @@ class PaperExchange:
         self.resting[cloid] = order
         return [OrderResult(kind="resting", oid=order.oid, total_size=None, avg_px=None, message=None, cloid=cloid)]
 
-    def trade(self, coin: str, px: Decimal) -> None:
+    def trade(self, coin: str, px: Decimal) -> list[tuple[str, PaperOrder]]:
         """A trade at `px`: resting orders it went through (not merely touched: the queue ahead of
-        ours at that price fills first) are filled in full at their price."""
-        for order in self.resting.values():
+        ours at that price fills first) are filled in full at their price; (cloid, order) of each."""
+        filled = []
+        for cloid, order in self.resting.items():
             if order.coin == coin and order.status == "open" and (px < order.px if order.is_buy else px > order.px):
                 order.status, order.time_ms = "filled", self._clock_ms()
+                filled.append((cloid, order))
+        return filled
 
     def order_status(self, user: str, oid_or_cloid: int | str) -> OrderStatusResult:
         """The `orderStatus` answer for a paper post-only order (by cloid)."""

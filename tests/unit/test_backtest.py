@@ -169,3 +169,28 @@ def test_a_burst_is_one_loop_turn(tmp_path: Path, book_after_us: int, entry_px: 
     frames = [_ack(T0), _trades(start, ("50000", 0), first_tid=1), _book(start + book_after_us * 1000, "49990", "50010")]
     result = backtest.run(_settings(), [_recording(tmp_path / "f.jsonl.gz", frames)])
     assert result.open_at_end[0].entry_px == entry_px
+
+
+def _bbo(t_ns: int, bid: str, ask: str) -> tuple[int, str]:
+    return t_ns, json.dumps({"channel": "bbo", "data": {"coin": "BTC", "time": t_ns // 10**6,
+                                                        "bbo": [{"px": bid, "sz": "1", "n": 1},
+                                                                {"px": ask, "sz": "1", "n": 1}]}})
+
+
+def test_a_post_only_entry_fills_as_a_maker_in_the_backtest_and_the_account_adds_up(tmp_path: Path) -> None:
+    frames = [_ack(T0), _trades(T0 + S // 10, ("50000", 0), first_tid=1),  # the replay: history
+              _bbo(T0 + S // 2, "49990", "50010"),
+              _trades(T0 + S, ("50000", 0), first_tid=2),        # live: the signal; it rests at the bid
+              _bbo(T0 + S + S // 2, "49990", "50010"),
+              _trades(T0 + 2 * S, ("49990", 0), first_tid=3),    # at its price: the queue ahead fills first
+              _trades(T0 + 3 * S, ("49985", 0), first_tid=4),    # through it: filled, a maker
+              _bbo(T0 + 3 * S + S // 2, "49980", "49990"),
+              _trades(T0 + 4 * S, ("49400", 0), first_tid=5)]    # through the 1 % stop: an IOC exit
+    result = backtest.run(_settings(entry_order="post_only"), [_recording(tmp_path / "f.jsonl.gz", frames)])
+    buy, sell = result.fills[0], result.fills[1]
+    assert (buy.side, buy.px, buy.priced_by, buy.reduce_only) == ("buy", D("49990"), "maker", False)
+    assert buy.fee == (buy.size * D("49990") * D("0.00015")).quantize(D("0.000001"))
+    assert (sell.side, sell.reduce_only) == ("sell", True) and sell.size == buy.size
+    (trade,) = result.report.trades
+    assert (trade.entry_px, trade.exit_reason) == (D("49990"), "stop_loss")
+    assert not result.open_at_end or result.open_at_end[0].opened_ms > buy.time_ms  # no phantom of the first

@@ -96,13 +96,11 @@ def status(word: str, left: str, orig: str) -> OrderStatusResult:
 class Host:
     quotes: Quotes
     opened_with: list[tuple[str, D, D]] = field(default_factory=list)
-
-    @property
-    def has_position(self) -> bool:
-        return bool(self.opened_with)
+    has_position: bool = False
 
     def opened(self, side: str, filled: D, avg_px: D) -> None:
         self.opened_with.append((side, filled, avg_px))
+        self.has_position = True
 
 
 @dataclass
@@ -115,6 +113,7 @@ class Rig:
     store: StateWriter
     checks: list[str]
     held: list[bool]
+    wanted: list[bool]
 
 
 @pytest.fixture
@@ -129,10 +128,10 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
                              want_check=checks.append, on_protective=lambda *a: None)
     host = Host(Quotes(clock))
     host.quotes.on_bbo(D("50000"), D("50001"))
-    held = [False]
-    maker = MakerEntry("BTC", TRADING, executor, RiskGuard(D(1000), 100), host, checks.append, lambda: held[0], clock,
-                       clock.ms)
-    yield Rig(maker, exchange, host, clock, executor, writer, checks, held)
+    held, wanted = [False], [True]
+    maker = MakerEntry("BTC", TRADING, executor, RiskGuard(D(1000), 100), host, checks.append, lambda: held[0],
+                       lambda: wanted[0], clock, clock.ms)
+    yield Rig(maker, exchange, host, clock, executor, writer, checks, held, wanted)
     store.close()
 
 
@@ -212,14 +211,61 @@ def test_a_lost_answer_found_resting_is_canceled(rig: Rig) -> None:
     assert rig.store.order(order.cloid).status == "canceled" and not rig.executor.blocks_entries("BTC")
 
 
-def test_an_order_the_exchange_canceled_is_placed_again(rig: Rig) -> None:
-    started(rig)
-    rig.exchange.places.append(resting(8))
-    rig.maker.on_update("marginCanceled", D("0.004"), D("0.004"))
-    rig.host.quotes.on_bbo(D("50000"), D("50001"))
+@pytest.mark.parametrize("word", ["canceled", "marginCanceled", "liquidatedCanceled", "scheduledCancel",
+                                  "openInterestCapCanceled", "badAloPxRejected"])
+def test_an_order_the_exchange_ended_is_not_placed_again(rig: Rig, word: str) -> None:
+    cloid = started(rig)
+    rig.maker.on_update(word, D("0.004"), D("0.004"))  # not our cancel: its reason may bar another order
     rig.maker.timer(rig.clock.now)
-    assert rig.maker.work is not None and rig.maker.work.record is not None and rig.maker.work.record.oid == 8
-    assert rig.host.opened_with == []
+    assert rig.maker.work is None and len([c for c in rig.exchange.calls if c[0] == "place"]) == 1
+    assert rig.host.opened_with == [] and rig.store.order(cloid).is_terminal
+    assert any(word in c for c in rig.checks)  # a position check at once (a liquidation cancels orders first)
+
+
+def test_a_position_a_check_adopted_and_then_closed_is_not_opened_again(rig: Rig) -> None:
+    started(rig)
+    rig.host.has_position = True  # a position check found the fill first (the stream missed it)
+    rig.exchange.statuses.append(status("open", "0.002", "0.004"))
+    rig.clock.now += 2.1
+    rig.maker.timer(rig.clock.now)  # the rest is canceled
+    rig.host.has_position = False  # the stop closed it meanwhile
+    rig.exchange.statuses.append(status("canceled", "0.002", "0.004"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.host.opened_with == [] and rig.maker.work is None
+
+
+def test_an_order_the_exchange_keeps_not_knowing_is_given_up_after_a_minute(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.clock.now += 31  # timed out: the cancel, then its status is asked
+    rig.exchange.statuses.extend([OrderStatusResult("unknownOid", None)] * 1000)
+    for _ in range(400):  # 20 s of turns 50 ms apart
+        rig.maker.timer(rig.clock.now)
+        rig.clock.now += 0.05
+    polls = sum(1 for c in rig.exchange.calls if c[0] == "status")
+    assert polls <= 20 * 2 + 2 and rig.maker.work is not None  # every 0.5 s, not every turn
+    rig.clock.now += 45
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is None and rig.store.order(cloid).status == "canceled"
+    assert any("unknownOid" in c for c in rig.checks)
+
+
+def test_pausing_entries_withdraws_the_resting_order(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.wanted[0] = False  # `--ctl pause`
+    rig.maker.timer(rig.clock.now)
+    assert ("cancel", cloid) in rig.exchange.calls
+    rig.exchange.statuses.append(status("canceled", "0.004", "0.004"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is None and [c for c in rig.exchange.calls if c[0] == "place"] == [rig.exchange.calls[0]]
+
+
+def test_the_operators_close_withdraws_it_for_good(rig: Rig) -> None:
+    cloid = started(rig)
+    assert rig.maker.give_up("the operator's close")
+    assert ("cancel", cloid) in rig.exchange.calls
+    rig.exchange.statuses.append(status("canceled", "0.004", "0.004"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is None and not rig.maker.give_up("again")
 
 
 def test_a_cancel_that_raises_is_retried_and_the_order_kept(rig: Rig) -> None:
