@@ -348,3 +348,24 @@ def test_a_position_closed_while_the_rest_cannot_be_canceled_is_not_opened_again
 
 def maker_orders_sent(sim: SimServer) -> int:
     return sum(1 for tif in tifs(sim) if tif == "Alo")
+
+
+def test_pause_and_close_withdraw_a_resting_entry(quiet_sim: SimServer, tmp_path: Path) -> None:
+    h, strategy = maker_bot(quiet_sim, tmp_path)
+    try:
+        signal_long(h, quiet_sim, strategy)
+        answer = h.bot.desk.execute("close", "BTC")
+        assert "its resting post-only entry is being canceled" in answer["message"]
+        wait_until(lambda: h.trader.entries.maker.work is None, 5, h.step)
+        assert open_orders(quiet_sim, h) == []
+        h.bot.desk.execute("pause", None)
+        strategy.go = True  # paused: not asked
+        for _ in range(20):
+            h.step()
+        assert maker_orders_sent(quiet_sim) == 1 and h.trader.position is None
+        quiet_sim.set_price("BTC", "49000")  # nothing rests to be filled
+        for _ in range(20):
+            h.step()
+        assert h.trader.position is None and quiet_sim.account(h.bot.address)["fills"] == []
+    finally:
+        h.close()
