@@ -4,8 +4,8 @@ simulator: the in-process `SimServer` of the tests or the simulator process of t
 
 Owns: the tests' config (live orders, `always_long`, a 0.5 % trail, fast reconnects and fallback,
 no exchange-side stops) with overrides merged per section, the state file (in a given directory,
-or a temporary one removed at close), starting the socket thread, one loop turn (`step`), and the
-shutdown steps in reverse order of wiring.
+or a temporary one removed at close), starting the socket thread, one loop turn (`step`), the
+shutdown steps in reverse order of wiring, and `LongWhenAsked` (a strategy a test fires at will).
 Must not: patch the bot or the simulator (a test or a benchmark that wraps a method does it on
 the instance it gets), or start the health server.
 """
@@ -39,6 +39,20 @@ TEST_CONFIG: dict[str, Any] = {
     "strategy": {"name": "always_long"},
     "health": {"enabled": False},
 }
+
+
+class LongWhenAsked:
+    """A test strategy: goes long once `go` is set (e.g. after the book arrived), once."""
+    name = "long_when_asked"
+
+    def __init__(self) -> None:
+        self.go = False
+
+    def on_candles(self, candles: Any, price: Any, has_position: bool) -> str | None:
+        if not self.go or has_position:
+            return None
+        self.go = False
+        return "long"
 
 
 class Simulator(Protocol):

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 import websocket
 
-from harness.bot import make_bot
+from harness.bot import LongWhenAsked, make_bot
 from harness.waiting import wait_until
 from hyperliquid_rest import HyperliquidRestClient
 from hyperliquid_sim import SimConfig, SimServer
@@ -87,20 +87,6 @@ def test_a_resting_order_shows_in_the_book_and_bbo_and_a_taker_meets_it(thin_sim
         ws.close()
         maker.close()
         taker.close()
-
-
-class LongWhenAsked:
-    """Goes long once `go` is set: the entry waits for the book to arrive."""
-    name = "long_when_asked"
-
-    def __init__(self) -> None:
-        self.go = False
-
-    def on_candles(self, candles, price, has_position):  # type: ignore[no-untyped-def]
-        if not self.go or has_position:
-            return None
-        self.go = False
-        return "long"
 
 
 def test_a_paper_bot_on_a_thin_book_walks_two_levels_and_books_the_average(tmp_path) -> None:  # type: ignore[no-untyped-def]
