@@ -199,13 +199,17 @@ def _market_metrics(markets: Any) -> Iterator[GaugeMetricFamily]:
                                  labels=["coin"])
     websocket_source = GaugeMetricFamily("hlbot_market_price_from_websocket",
                                          "1 while the market's price comes from the stream", labels=["coin"])
+    maker = GaugeMetricFamily("hlbot_market_maker_entry_working", "1 while a post-only entry is worked",
+                              labels=["coin"])
     for coin, market in markets.items():
         pos = market.get("position") if isinstance(market, Mapping) else None
         size = float(pos["size"]) * (1 if pos["side"] == "long" else -1) if isinstance(pos, Mapping) else 0.0
         position.add_metric([coin], size)
         websocket_source.add_metric([coin], 1.0 if market.get("price_source") == "websocket" else 0.0)
+        maker.add_metric([coin], 1.0 if isinstance(market.get("maker_entry"), Mapping) else 0.0)
     yield position
     yield websocket_source
+    yield maker
 
 
 def render_metrics(body: Mapping[str, Any]) -> bytes:

@@ -144,9 +144,11 @@ def test_render_metrics_names_and_values() -> None:
 
 def two_markets(eth_price_at_s: float | None) -> dict[str, Any]:
     btc = {"current_price": 50012.5, "price_source": "websocket", "price_at_s": NOW_S - 0.2,
-           "position": {"side": "long", "size": 0.004, "entry_px": 50000.0, "high_water": None}, "exit_failures": 0}
+           "position": {"side": "long", "size": 0.004, "entry_px": 50000.0, "high_water": None}, "exit_failures": 0,
+           "maker_entry": None}
     eth = {"current_price": 3000.0 if eth_price_at_s else None, "price_source": "rest", "price_at_s": eth_price_at_s,
-           "position": {"side": "short", "size": 0.02, "entry_px": 3000.0, "high_water": None}, "exit_failures": 1}
+           "position": {"side": "short", "size": 0.02, "entry_px": 3000.0, "high_water": None}, "exit_failures": 1,
+           "maker_entry": {"side": "short", "size": 0.02, "px": 3001.0, "repegs": 0, "filled": 0.0}}
     return snapshot(markets={"BTC": btc, "ETH": eth})
 
 
@@ -171,6 +173,8 @@ def test_market_metrics_are_labelled_by_coin() -> None:
     assert values[("hlbot_market_position_size", (("coin", "ETH"),))] == -0.02
     assert values[("hlbot_market_price_from_websocket", (("coin", "ETH"),))] == 0.0
     assert values[("hlbot_market_exit_failures", (("coin", "ETH"),))] == 1.0
+    assert values[("hlbot_market_maker_entry_working", (("coin", "ETH"),))] == 1.0
+    assert values[("hlbot_market_maker_entry_working", (("coin", "BTC"),))] == 0.0
 
 
 # ---- over HTTP ------------------------------------------------------------------------------
