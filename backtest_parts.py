@@ -126,7 +126,7 @@ class BacktestExchange(PaperExchange):
 
     def market_order(self, coin: str, is_buy: bool, size: Decimal, slippage_pct: Decimal,
                      reference_px: Decimal | None = None, reduce_only: bool = False,
-                     cloid: str | None = None) -> list[OrderResult]:
+                     cloid: str | None = None, expires_by_ms: int | None = None) -> list[OrderResult]:
         on_book = self.book_fills
         results = super().market_order(coin, is_buy, size, slippage_pct, reference_px, reduce_only, cloid)
         result = results[0]

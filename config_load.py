@@ -29,7 +29,7 @@ from private_key import load_private_key  # noqa: F401 - part of the loader's in
 from settings import (AccountSettings, ApiSettings, HealthSettings, LoggingSettings, MarketSettings, RecordSettings,
                       RiskSettings, Settings, SimulatorSettings, StateSettings, StrategySettings, TradingSettings,
                       WebSocketSettings)
-from settings import NotifySettings, TelegramSettings
+from settings import ORDER_EXPIRES_AFTER_MAX_S, NotifySettings, TelegramSettings
 from strategies import StrategyParamError, check_strategy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,7 +43,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "ws_url": text(optional=True, prefixes=("ws://", "wss://")),
         "exchange_timeout_s": number(0.5, 30, lo_open=False),
         "info_timeout_s": number(0.5, 30, lo_open=False),
-        "order_expires_after_s": number(1, 60, lo_open=False),
+        "order_expires_after_s": number(1, ORDER_EXPIRES_AFTER_MAX_S, lo_open=False),
     }),
     "websocket": (WebSocketSettings, {
         "enabled": boolean,

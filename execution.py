@@ -2,10 +2,13 @@
 
 Owns: sending IOC orders (the cloid saved first for entries; exits use a cloid reserved ahead of
 need, or a fresh one saved after sending: an exit never waits on the disk) and post-only entries
-(maker.py works them), the three outcomes of a send (done, not executed, unknown), the registry of orders whose result is unknown and their
-lookups by cloid (a timer of the loop, one per turn, past the order's signed expiry; sizes and
-prices from the exchange's fills), reserved exit cloids, cancels by cloid and the ones that failed
-(retried before the next entry in that coin), and paper fills in the journal.
+(maker.py works them), each signed to expire by its record's bound (`expires_by_ms`: the record,
+made just before the send, says how long after it the expiry can be, so the next start knows
+whatever its config says), the three outcomes of a send (done, not executed, unknown), the
+registry of orders whose result is unknown and their lookups by cloid (a timer of the loop, one
+per turn, past the order's signed expiry; sizes and prices from the exchange's fills), reserved
+exit cloids, cancels by cloid and the ones that failed (retried before the next entry in that
+coin), and paper fills in the journal.
 Must not: decide to trade (the market traders do), sleep, or re-send an order whose result it does
 not know: a lookup settles it first.
 """
@@ -24,7 +27,7 @@ from signing import new_cloid
 from sizing import RiskGuard
 from state_writer import StateWriter
 from unknown_orders import (Settlement, UnknownOrder, UnknownOrders, after_failure_s, after_wait_s,
-                            first_lookup_s, settle)
+                            first_lookup_s, saved_expiry_ms, settle)
 from wire import Fill, OrderResult, OrderStatusResult
 
 log = logging.getLogger("bot")
@@ -39,13 +42,14 @@ class Exchange(Protocol):
 
     def market_order(self, coin: str, is_buy: bool, size: Decimal, slippage_pct: Decimal,
                      reference_px: Decimal | None = None, reduce_only: bool = False,
-                     cloid: str | None = None) -> list[OrderResult]: ...
+                     cloid: str | None = None, expires_by_ms: int | None = None) -> list[OrderResult]: ...
 
     def trigger_order(self, coin: str, is_buy: bool, size: Decimal, trigger_px: Decimal, tpsl: str,
                       **kw: Any) -> list[OrderResult]: ...
 
     def place_order(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, tif: str = "Gtc",
-                    reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]: ...
+                    reduce_only: bool = False, cloid: str | None = None,
+                    expires_by_ms: int | None = None) -> list[OrderResult]: ...
 
     def cancel_by_cloid(self, coin: str, cloid: str) -> bool: ...
 
@@ -100,7 +104,8 @@ class OrderExecutor:
         record = OrderRecord.new(cloid=cloid, coin=order.coin, side="buy" if order.is_buy else "sell",
                                  size=order.size, limit_px=order.price, reduce_only=order.reduce_only,
                                  purpose=order.purpose, created_ms=self.now_ms(),
-                                 status="reserved" if reserved_cloid else "pending")
+                                 status="reserved" if reserved_cloid else "pending",
+                                 expires_within_ms=self.expiry_ms)
         if order.reason:
             record = record.to(record.status, record.created_ms, reason=order.reason)
         if order.purpose == "entry":
@@ -126,19 +131,20 @@ class OrderExecutor:
         the disk refuses) and counted by the guard; (the record as sent, the exchange's answer).
         Raises like send_ioc; an entry in doubt that turns out to rest is canceled (`_settled`)."""
         record = OrderRecord.new(cloid=new_cloid(), coin=coin, side="buy" if is_buy else "sell", size=size,
-                                 limit_px=limit_px, reduce_only=False, purpose="entry", created_ms=self.now_ms())
+                                 limit_px=limit_px, reduce_only=False, purpose="entry", created_ms=self.now_ms(),
+                                 expires_within_ms=self.expiry_ms)
         if not self.store.save_order(record):
             raise NotSent(f"its cloid could not be saved ({self.store.error})")
         guard.record_order(self.now_ms())
         result = self._sent(record, size * limit_px, lambda: self.exchange.place_order(
-            coin, is_buy, size, limit_px, tif="Alo", cloid=record.cloid)[0])
+            coin, is_buy, size, limit_px, tif="Alo", cloid=record.cloid, expires_by_ms=record.expires_by_ms)[0])
         return record, result
 
     def _send(self, order: Ioc, record: OrderRecord) -> OrderResult:
         """An IOC's answer; one that says it rests is an answer we do not understand."""
         result = self._sent(record, order.size * order.price, lambda: self.exchange.market_order(
             order.coin, order.is_buy, order.size, order.slippage_pct, reference_px=order.price,
-            reduce_only=order.reduce_only, cloid=record.cloid)[0])
+            reduce_only=order.reduce_only, cloid=record.cloid, expires_by_ms=record.expires_by_ms)[0])
         if result.kind == "resting":  # an IOC cannot rest
             unknown = OrderStatusUnknown(record.cloid, self.expiry_bound_ms(), "an IOC answered as resting")
             self.in_doubt(record, unknown, order.size * order.price)
@@ -179,7 +185,7 @@ class OrderExecutor:
         write first and a crash right after it still leaves the cloid to look up."""
         record = OrderRecord.new(cloid=new_cloid(), coin=coin, side="buy" if is_buy else "sell", size=size,
                                  limit_px=Decimal(0), reduce_only=True, purpose="exit", created_ms=self.now_ms(),
-                                 status="reserved")
+                                 status="reserved", expires_within_ms=self.expiry_ms)
         return record.cloid if self.store.save_order(record) else None
 
     def retire_reserved(self, cloid: str) -> None:
@@ -285,13 +291,13 @@ class OrderExecutor:
         Those the exchange cannot settle yet stay in doubt; the loop's timers ask again."""
         now, now_ms = self.clock(), self.now_ms()
         for record in self.store.orders(statuses=("reserved", "pending", "submitted", "unknown")):
-            # A pending record is saved just before its order is sent, so its order expires by
-            # created + expiry. A reserved cloid may have been sent any time up to the last stop:
-            # only now + expiry bounds that.
-            sent_by_ms = now_ms if record.status == "reserved" else record.created_ms
+            # The bound comes from the record (what the last run signed), never from today's
+            # config: with a shorter expiry now, an order still able to execute would be given up.
+            expires_ms = saved_expiry_ms(record.status == "reserved", record.created_ms, record.expires_within_ms,
+                                         now_ms)
             order = UnknownOrder(cloid=record.cloid, purpose=record.purpose, is_buy=record.side == "buy",
                                  size=record.size, notional_usd=record.size * record.limit_px,
-                                 created_ms=record.created_ms, expires_after_ms=sent_by_ms + self.expiry_ms,
+                                 created_ms=record.created_ms, expires_after_ms=expires_ms,
                                  next_lookup_s=now, since_s=now, coin=record.coin)
             self.unknown.add(order)
             if record.status != "reserved":

@@ -5,9 +5,10 @@ one request within a total deadline (connect to last byte), the mapping of trans
 HTTP statuses and malformed bodies to a small exception hierarchy (`rest_errors`; the answers'
 types and parsers are in `wire`), a client-side weight budget
 under the exchange's 1200/min, order wire dicts (key order as the official SDK), signing through
-`signing.L1Signer` with a short `expiresAfter` on every action, and the three outcomes of an
-action: done (an answer we parsed), not executed (nothing reached the exchange, or it refused the
-whole request) or unknown (`ResultUnknown`: anything else).
+`signing.L1Signer` with a short `expiresAfter` on every action (an order's never later than the
+caller's `expires_by_ms`: its record promises that to the next start), and the three outcomes of
+an action: done (an answer we parsed), not executed (nothing reached the exchange, or it refused
+the whole request) or unknown (`ResultUnknown`: anything else).
 Must not: sleep, retry, or re-send anything (the trading loop decides, with timers); log a key or
 a signature; return the exchange's `{"status":"err"}` like a success.
 """
@@ -205,18 +206,22 @@ class HyperliquidRestClient:
 
     # ---- /exchange ----
 
-    def _exchange(self, action: dict[str, Any], cloid: str | None = None) -> Any:
+    def _exchange(self, action: dict[str, Any], cloid: str | None = None, expires_by_ms: int | None = None) -> Any:
         """Sign and send one action; return the answer's `response`.
+
+        `expires_by_ms`: the latest expiresAfter the caller allows (its order record promises no
+        later one to the next start: execution.py); signed is the earlier of it and now + ours.
 
         Raises the "not executed" errors (NetworkError with sent=False, RequestRejected for the
         exchange's whole-request `err`, RateLimited from the client-side budget, OrderRejected for
-        a single order's `err`) or ResultUnknown (OrderStatusUnknown when `cloid` is given) for
-        anything after which the action may have executed."""
+        a single order's `err`, HyperliquidError when `expires_by_ms` has already passed) or
+        ResultUnknown (OrderStatusUnknown when `cloid` is given) for anything after which the
+        action may have executed."""
         if self.signer is None:
             raise HyperliquidError("no signer: this client cannot send /exchange actions")
+        expires = self._expires_after(expires_by_ms)
         self.budget.take(1 + len(action.get("orders", ())) // 40, refuse=False)
         nonce = self.nonces.next()
-        expires = None if self.expires_after_ms is None else self.wall_ms() + self.expires_after_ms
         signature = self.signer.sign(action, nonce, self.vault_address, expires)
         body = {"action": action, "nonce": nonce, "signature": signature, "vaultAddress": self.vault_address,
                 "expiresAfter": expires}
@@ -238,6 +243,16 @@ class HyperliquidRestClient:
             raise RequestRejected(200, str(answer.get("response")))
         return answer.get("response"), expires
 
+    def _expires_after(self, bound_ms: int | None) -> int | None:
+        """The expiresAfter to sign: now + `expires_after_ms`, never later than `bound_ms`."""
+        now_ms = self.wall_ms()
+        own = None if self.expires_after_ms is None else now_ms + self.expires_after_ms
+        if bound_ms is None:
+            return own
+        if bound_ms <= now_ms:  # the exchange would refuse it as expired (and charge for it)
+            raise HyperliquidError(f"not sent: its expiry bound passed {now_ms - bound_ms} ms before signing")
+        return bound_ms if own is None else min(own, bound_ms)
+
     def order_wire(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, order_type: dict[str, Any],
                    reduce_only: bool, cloid: str | None) -> dict[str, Any]:
         asset = self.meta().asset(coin)
@@ -252,14 +267,16 @@ class HyperliquidRestClient:
             wire["c"] = cloid
         return wire
 
-    def bulk_orders(self, wires: list[dict[str, Any]], grouping: str = "na") -> list[OrderResult]:
-        """Send order wires once. A lost or unreadable answer raises OrderStatusUnknown (for a
-        single order with a cloid; ResultUnknown otherwise): never re-sent here, the caller looks
-        the cloid up once the order's expiry has passed."""
+    def bulk_orders(self, wires: list[dict[str, Any]], grouping: str = "na",
+                    expires_by_ms: int | None = None) -> list[OrderResult]:
+        """Send order wires once, signed to expire by `expires_by_ms` at the latest (`_exchange`).
+        A lost or unreadable answer raises OrderStatusUnknown (for a single order with a cloid;
+        ResultUnknown otherwise): never re-sent here, the caller looks the cloid up once the
+        order's expiry has passed."""
         action = {"type": "order", "orders": wires, "grouping": grouping}
         cloids = [w.get("c") for w in wires]
         single = cloids[0] if len(cloids) == 1 else None
-        response, expires = self._exchange(action, single)
+        response, expires = self._exchange(action, single, expires_by_ms)
         try:
             statuses = response["data"]["statuses"]
             if not isinstance(statuses, list) or len(statuses) != len(wires):
@@ -269,28 +286,31 @@ class HyperliquidRestClient:
             raise _unknown(single, expires, f"unreadable order answer ({type(exc).__name__}: {exc})") from exc
 
     def place_order(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, tif: str = "Gtc",
-                    reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]:
+                    reduce_only: bool = False, cloid: str | None = None,
+                    expires_by_ms: int | None = None) -> list[OrderResult]:
         wire = self.order_wire(coin, is_buy, size, limit_px, {"limit": {"tif": tif}}, reduce_only,
                                cloid or new_cloid())
-        return self.bulk_orders([wire])
+        return self.bulk_orders([wire], expires_by_ms=expires_by_ms)
 
     def market_order(self, coin: str, is_buy: bool, size: Decimal, slippage_pct: Decimal,
                      reference_px: Decimal | None = None, reduce_only: bool = False,
-                     cloid: str | None = None) -> list[OrderResult]:
+                     cloid: str | None = None, expires_by_ms: int | None = None) -> list[OrderResult]:
         """An IOC limit at the reference (or mid) price moved by `slippage_pct` percent."""
         px = reference_px if reference_px is not None else self.mid(coin)
         if px is None:
             raise HyperliquidError(f"no price for {coin}")
         limit = slippage_price(px, is_buy, slippage_pct, self.meta().asset(coin).sz_decimals)
-        return self.place_order(coin, is_buy, size, limit, tif="Ioc", reduce_only=reduce_only, cloid=cloid)
+        return self.place_order(coin, is_buy, size, limit, tif="Ioc", reduce_only=reduce_only, cloid=cloid,
+                                expires_by_ms=expires_by_ms)
 
     def trigger_order(self, coin: str, is_buy: bool, size: Decimal, trigger_px: Decimal, tpsl: str,
                       is_market: bool = True, limit_px: Decimal | None = None, reduce_only: bool = True,
-                      cloid: str | None = None, grouping: str = "na") -> list[OrderResult]:
+                      cloid: str | None = None, grouping: str = "na",
+                      expires_by_ms: int | None = None) -> list[OrderResult]:
         order_type = {"trigger": {"isMarket": is_market, "triggerPx": float_to_wire(trigger_px), "tpsl": tpsl}}
         wire = self.order_wire(coin, is_buy, size, limit_px if limit_px is not None else trigger_px, order_type,
                                reduce_only, cloid or new_cloid())
-        return self.bulk_orders([wire], grouping)
+        return self.bulk_orders([wire], grouping, expires_by_ms)
 
     def cancel(self, coin: str, oid: int) -> bool:
         action = {"type": "cancel", "cancels": [{"a": self.meta().asset(coin).asset_id, "o": oid}]}

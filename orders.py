@@ -1,7 +1,8 @@
 """Order records and their state machine (pure; no I/O).
 
 Owns: the life of one order from "saved before sending" to a terminal status, checked against a
-transition table, so a status never moves backwards (a late "open" after "filled" is refused).
+transition table, so a status never moves backwards (a late "open" after "filled" is refused), and
+how long after its sending its signed expiry can be (`expires_within_ms`).
 Must not: send anything or persist anything (state.py stores the records).
 """
 from __future__ import annotations
@@ -54,16 +55,30 @@ class OrderRecord:
     filled_size: Decimal = Decimal(0)
     avg_px: Decimal | None = None
     reason: str | None = None
+    # How long after its sending the order's signed expiresAfter can be, at most (the length of
+    # the run that made the record): the order is sent with `expires_by_ms` as the latest
+    # expiresAfter the client may sign. None: not known (a record saved before schema 4, or made
+    # by a caller that signs no bound): a restart then assumes the longest the config allows.
+    expires_within_ms: int | None = None
 
     @classmethod
     def new(cls, *, cloid: str, coin: str, side: Literal["buy", "sell"], size: Decimal,
             limit_px: Decimal, reduce_only: bool, purpose: str, created_ms: int,
-            status: Literal["pending", "reserved"] = "pending") -> "OrderRecord":
+            status: Literal["pending", "reserved"] = "pending",
+            expires_within_ms: int | None = None) -> "OrderRecord":
         """A record saved before the order is sent (status `pending`), or its cloid saved ahead of
         need (`reserved`)."""
         return cls(cloid=cloid, coin=coin, side=side, size=size, limit_px=limit_px,
                    reduce_only=reduce_only, purpose=purpose, status=status,
-                   created_ms=created_ms, updated_ms=created_ms)
+                   created_ms=created_ms, updated_ms=created_ms, expires_within_ms=expires_within_ms)
+
+    @property
+    def expires_by_ms(self) -> int | None:
+        """The latest expiresAfter (wall clock ms) the order sent with this record may be signed
+        with (the client signs no later one). It bounds a record made just before its send; a
+        reserved cloid's saved record was made ahead of need (its exit is sent with a new record,
+        made at the send), so after a restart it bounds nothing (execution.py `resolve_at_start`)."""
+        return None if self.expires_within_ms is None else self.created_ms + self.expires_within_ms
 
     def to(self, status: str, now_ms: int, **changes: object) -> "OrderRecord":
         """This record moved to `status`; raises InvalidTransition if the table forbids it."""

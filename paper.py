@@ -58,7 +58,8 @@ class PaperExchange:
 
     def market_order(self, coin: str, is_buy: bool, size: Decimal, slippage_pct: Decimal,
                      reference_px: Decimal | None = None, reduce_only: bool = False,
-                     cloid: str | None = None) -> list[OrderResult]:
+                     cloid: str | None = None, expires_by_ms: int | None = None) -> list[OrderResult]:
+        """`expires_by_ms`: nothing is signed here, nothing expires."""
         if reference_px is None:
             raise ValueError("paper trading needs a reference price")
         px = slippage_price(reference_px, is_buy, slippage_pct, self._sz_decimals(coin))
@@ -80,7 +81,8 @@ class PaperExchange:
                             message=None, cloid=_.get("cloid"))]  # type: ignore[arg-type]
 
     def place_order(self, coin: str, is_buy: bool, size: Decimal, limit_px: Decimal, tif: str = "Gtc",
-                    reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]:
+                    reduce_only: bool = False, cloid: str | None = None,
+                    expires_by_ms: int | None = None) -> list[OrderResult]:
         """A post-only entry: refused if it would cross the fresh book, else resting."""
         if tif != "Alo" or reduce_only or cloid is None:
             raise ValueError("paper trading rests only post-only (Alo) entries with a cloid")

@@ -84,11 +84,13 @@ class Protection:
         # Saved before sending: a crash before the position (with this cloid) is saved would
         # otherwise leave a stop no later run knows about. The next start finds it and cancels it.
         record = OrderRecord.new(cloid=new_cloid(), coin=self.coin, side="buy" if pos.is_buy_to_close else "sell",
-                                 size=pos.size, limit_px=px, reduce_only=True, purpose=tpsl, created_ms=self.now_ms())
+                                 size=pos.size, limit_px=px, reduce_only=True, purpose=tpsl, created_ms=self.now_ms(),
+                                 expires_within_ms=self.executor.expiry_ms)
         self.store.save_order(record)
         try:
             results = self.executor.exchange.trigger_order(self.coin, pos.is_buy_to_close, pos.size, px, tpsl,
-                                                           is_market=True, reduce_only=True, cloid=record.cloid)
+                                                           is_market=True, reduce_only=True, cloid=record.cloid,
+                                                           expires_by_ms=record.expires_by_ms)
         except OrderStatusUnknown as exc:  # maybe resting: tracked (a close cancels it anyway) and looked up
             log.error("%s: exchange-side %s: result unknown (%s); tracked by cloid %s", self.coin, tpsl, exc,
                       record.cloid)

@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 Network = Literal["local", "testnet", "mainnet"]
 
 TELEGRAM_API_URL = "https://api.telegram.org"
+# The longest `api.order_expires_after_s` a config may set (config_load.py; 60 since it exists). A
+# restart assumes it for an order whose record does not say how long it was signed for.
+ORDER_EXPIRES_AFTER_MAX_S = 60
 
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "mainnet": ("https://api.hyperliquid.xyz", "wss://api.hyperliquid.xyz/ws"),

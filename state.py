@@ -18,7 +18,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from orders import OrderRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _FUNDING = """
 CREATE TABLE funding (
     coin TEXT NOT NULL, time_ms INTEGER NOT NULL, usdc TEXT NOT NULL, szi TEXT NOT NULL, rate TEXT NOT NULL,
@@ -32,7 +32,7 @@ CREATE TABLE orders (
     cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
     limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL,
     status TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, oid INTEGER,
-    filled_size TEXT NOT NULL, avg_px TEXT, reason TEXT);
+    filled_size TEXT NOT NULL, avg_px TEXT, reason TEXT, expires_within_ms INTEGER);
 CREATE TABLE fills (
     tid TEXT PRIMARY KEY, coin TEXT NOT NULL, px TEXT NOT NULL, size TEXT NOT NULL,
     side TEXT NOT NULL, time_ms INTEGER NOT NULL, oid INTEGER, cloid TEXT, fee TEXT,
@@ -47,7 +47,11 @@ INSERT INTO positions SELECT coin, side, size, entry_px, high_water, opened_ms, 
 DROP TABLE position; PRAGMA user_version=2; COMMIT;""")
 # Version 2 had no funding journal.
 _MIGRATE_2_TO_3 = "BEGIN;" + _FUNDING + " PRAGMA user_version=3; COMMIT;"
-_MIGRATIONS = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+# Version 3 did not keep how long after its sending an order's signed expiry can be. Its rows get
+# NULL: not known, so a restart waits as long as the config has ever allowed before it believes
+# that an order the exchange does not know will never execute (execution.py `resolve_at_start`).
+_MIGRATE_3_TO_4 = "BEGIN; ALTER TABLE orders ADD COLUMN expires_within_ms INTEGER; PRAGMA user_version=4; COMMIT;"
+_MIGRATIONS = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
 
 
 class StateError(RuntimeError):
@@ -211,15 +215,17 @@ class StateStore:
 
     def save_order(self, r: OrderRecord) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (r.cloid, r.coin, r.side, str(r.size), str(r.limit_px), int(r.reduce_only), r.purpose,
-             r.status, r.created_ms, r.updated_ms, r.oid, str(r.filled_size), _s(r.avg_px), r.reason))
+             r.status, r.created_ms, r.updated_ms, r.oid, str(r.filled_size), _s(r.avg_px), r.reason,
+             r.expires_within_ms))
 
     def _order(self, row: tuple) -> OrderRecord:
         return OrderRecord(cloid=row[0], coin=row[1], side=row[2], size=Decimal(row[3]),
                            limit_px=Decimal(row[4]), reduce_only=bool(row[5]), purpose=row[6],
                            status=row[7], created_ms=row[8], updated_ms=row[9], oid=row[10],
-                           filled_size=Decimal(row[11]), avg_px=_d(row[12]), reason=row[13])
+                           filled_size=Decimal(row[11]), avg_px=_d(row[12]), reason=row[13],
+                           expires_within_ms=row[14])
 
     def order(self, cloid: str) -> OrderRecord | None:
         row = self.db.execute("SELECT * FROM orders WHERE cloid = ?", (cloid,)).fetchone()

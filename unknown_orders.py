@@ -6,7 +6,8 @@ settles it, it counts as possibly filled: the trading loop blocks entries and ch
 Every order is signed with `expiresAfter`; once that has passed (plus a margin for the exchange's
 clock and block time), `unknownOid` means the order can never execute, so sending again is safe.
 
-Owns: the registry of unknown orders (main thread only), the lookup schedule (first after
+Owns: the registry of unknown orders (main thread only), the bound on the signed expiry of one
+saved by an earlier run (`saved_expiry_ms`), the lookup schedule (first after
 `LOST_ORDER_GRACE_S`, when an order that arrived has been processed; again after its expiry while
 the exchange has not seen it; backing off while lookups fail), and `settle()`: the verdict from
 the exchange's `orderStatus` word and the order's fills. Fill sizes and prices come from fills,
@@ -19,10 +20,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, Literal
 
+from settings import ORDER_EXPIRES_AFTER_MAX_S
+
 LOST_ORDER_GRACE_S = 2.0     # ask no sooner than this after sending
 EXPIRY_MARGIN_MS = 1_000     # after expiresAfter: the exchange's clock and the block in flight
 LOOKUP_BACKOFF_MAX_S = 5.0   # a failing lookup is tried again at most this far apart
 FILLS_WAIT_MAX = 5           # lookups that say "filled" before the fills show; then settle by position
+EXPIRES_WITHIN_MAX_MS = ORDER_EXPIRES_AFTER_MAX_S * 1000  # the longest expiry any config signs
 
 # executed: filled (in part or whole), size and price from its fills; filled_unpriced: the exchange
 # says filled but its fills never showed (the position check is then the only truth).
@@ -58,6 +62,23 @@ class Settlement:
 def expired(order: UnknownOrder, now_ms: int) -> bool:
     """True once the exchange can no longer execute the order."""
     return order.expires_after_ms is not None and now_ms >= order.expires_after_ms + EXPIRY_MARGIN_MS
+
+
+def saved_expiry_ms(reserved: bool, created_ms: int, expires_within_ms: int | None, now_ms: int) -> int:
+    """The latest expiresAfter (wall clock ms) an order saved by an earlier run can carry.
+
+    A record made just before its send (saved then, or after with its result) says it: the client
+    signed no later than `created_ms + expires_within_ms`. A reserved cloid's record was saved ahead
+    of need: its exit may have gone out any time up to the last stop (before `now_ms`), signed to
+    expire within `expires_within_ms` (that run's length, whatever the config says now). A record
+    from before schema 4 does not say: it was signed by a client that added its own length (at
+    most the config's maximum) to the time of signing, anywhere between `created_ms` and the last
+    stop, so only the maximum after now is sure."""
+    if expires_within_ms is None:
+        return max(now_ms, created_ms) + EXPIRES_WITHIN_MAX_MS
+    if reserved:
+        return max(now_ms, created_ms) + expires_within_ms
+    return created_ms + expires_within_ms
 
 
 def settle(order: UnknownOrder, exchange_status: str, fills: Iterable[tuple[Decimal, Decimal]],

@@ -10,18 +10,21 @@ bad event does not end the loop; a dead socket thread is replaced; /health tells
 """
 from __future__ import annotations
 
+import os
 import time
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import requests
 
 import health
 import market
 import protection
 import stream_events as stream
 import trading_bot
+import unknown_orders
 from hyperliquid_sim import SimServer
 from harness.faultproxy import Fault, FaultProxy
 from harness.bot import Harness, make_bot, orders_sent
@@ -134,6 +137,69 @@ def test_entry_executed_behind_a_bad_answer_is_adopted_not_sent_again(
         assert h.bot.health_snapshot()["position"]["size"] == float(size)
     finally:
         h.close()
+
+
+def test_a_restart_with_a_shorter_expiry_waits_for_the_expiry_the_order_was_signed_with(
+        sim: SimServer, proxy: FaultProxy, tmp_path: Path) -> None:
+    # The last run signed its entry to expire in 8 s; a 502 came back before the exchange saw it,
+    # and the run stopped with the order in doubt. The operator then lowered the expiry to 1 s. A
+    # copy of the signed order still on its way arrives 4 s after it was made, and fills: until its
+    # own 8 s have passed the next run must not take "unknownOid" to mean it never will.
+    key = os.urandom(32)
+    rule = proxy.inject("/exchange", Fault.STATUS_BEFORE, status=502, count=1, match=is_entry)
+    first = make_bot(sim, tmp_path, key=key, api={**FAST_API, "rest_url": proxy.url, "ws_url": sim.ws_url,
+                                                  "order_expires_after_s": 8.0})
+    try:
+        sim.set_price("BTC", "50000")
+        wait_until(lambda: rule.hits == 1, 10, first.step)
+    finally:
+        first.close()
+    (held,) = [body for _, body, fault, _ in proxy.log if fault == Fault.STATUS_BEFORE.name]
+    cloid = held["action"]["orders"][0]["c"]
+    second = proxied_bot(sim, proxy, tmp_path, key=key)  # FAST_API: order_expires_after_s 1.0
+    try:
+        record = second.store.order(cloid)
+        assert record.status == "unknown" and record.expires_within_ms == 8000
+        assert held["expiresAfter"] <= record.expires_by_ms == record.created_ms + 8000
+        # Past the moment the new config's 1 s (and the margin) would have given it up:
+        gave_up_ms = record.created_ms + 1000 + unknown_orders.EXPIRY_MARGIN_MS
+        wait_until(lambda: wall_ms() >= gave_up_ms + 1000, 10, second.step)
+        assert cloid in second.bot.executor.unknown and second.store.order(cloid).status == "unknown"
+        assert entries_executed(sim) == 0 and second.trader.position is None  # no other entry meanwhile
+        assert wall_ms() < held["expiresAfter"] - 1000
+        answer = requests.post(sim.rest_url + "/exchange", json=held, timeout=5).json()  # the late copy
+        assert "filled" in answer["response"]["data"]["statuses"][0]
+        wait_until(lambda: second.store.order(cloid).status == "filled" and second.trader.position is not None
+                   and not second.bot.executor.unknown, 15, second.step)
+        assert entries_executed(sim) == 1  # that copy only: never a second entry
+        assert second.trader.position.size == sim_position(sim, second)[0]
+    finally:
+        second.close()
+
+
+def test_every_order_is_signed_to_expire_by_the_bound_its_record_keeps(
+        sim: SimServer, proxy: FaultProxy, tmp_path: Path) -> None:
+    # Entry, SL, TP and the exit (on its reserved cloid): what the next start reads is never earlier.
+    h = proxied_bot(sim, proxy, tmp_path, trading=EXCHANGE_EXITS)
+    try:
+        open_long(sim, h)
+        sim.set_price("BTC", "49000")  # through the 1 % stop
+        wait_until(lambda: h.trader.position is None, 10, h.step)
+        signed = [(body["action"]["orders"][0], body["expiresAfter"]) for path, body, _, _ in proxy.log
+                  if path == "/exchange" and body["action"]["type"] == "order"]
+        kinds = sorted("exit" if o["r"] and "limit" in o["t"] else o["t"].get("trigger", {}).get("tpsl", "entry")
+                       for o, _ in signed)
+        assert kinds == ["entry", "exit", "sl", "tp"]
+        for wire, expires_after in signed:
+            record = h.store.order(wire["c"])
+            assert record.expires_within_ms == 1000  # FAST_API
+            assert expires_after <= record.expires_by_ms
+    finally:
+        h.close()
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def test_lost_answer_is_booked_at_the_fill_price_not_the_limit(

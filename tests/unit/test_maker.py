@@ -46,10 +46,13 @@ class ScriptedExchange:
     cancels: list[Any] = field(default_factory=list)     # bool or an exception, per cancel (default True)
     statuses: list[OrderStatusResult] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    expiry_bounds: list[int | None] = field(default_factory=list)  # expires_by_ms, per place_order
 
     def place_order(self, coin: str, is_buy: bool, size: D, limit_px: D, tif: str = "Gtc",
-                    reduce_only: bool = False, cloid: str | None = None) -> list[OrderResult]:
+                    reduce_only: bool = False, cloid: str | None = None,
+                    expires_by_ms: int | None = None) -> list[OrderResult]:
         self.calls.append(("place", (limit_px, tif, cloid)))
+        self.expiry_bounds.append(expires_by_ms)
         answer = self.places.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -146,6 +149,9 @@ def test_it_rests_at_the_best_bid_as_a_post_only_order(rig: Rig) -> None:
     cloid = started(rig)
     assert rig.exchange.calls == [("place", (D("50000"), "Alo", cloid))]
     assert rig.store.order(cloid).status == "resting" and rig.store.order(cloid).oid == 7
+    # Signed to expire by what its record (saved first) promises a restart: made now, 5 s.
+    assert rig.store.order(cloid).expires_within_ms == 5000
+    assert rig.exchange.expiry_bounds == [rig.clock.ms() + 5000]
 
 
 def test_a_fill_seen_twice_counts_once_and_opens_the_position_with_it(rig: Rig) -> None:

@@ -18,8 +18,8 @@ from hypothesis import given, settings, strategies as st
 
 from http_line import HttpLine, RequestsLine
 from hyperliquid_rest import HyperliquidRestClient, WeightBudget
-from rest_errors import (MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown, RateLimited, RequestRejected,
-                         ResultUnknown, ServerError)
+from rest_errors import (HyperliquidError, MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown,
+                         RateLimited, RequestRejected, ResultUnknown, ServerError)
 from signing import L1Signer, NonceClock, sign_l1_action
 from wire import parse_account, parse_candle, parse_fill, parse_meta, parse_open_order
 
@@ -210,6 +210,33 @@ def test_every_action_is_signed_with_expires_after() -> None:
     assert body["expiresAfter"] == WALL_MS + 5000
     expected = sign_l1_action(WALLET, body["action"], None, body["nonce"], WALL_MS + 5000, False)
     assert body["signature"] == expected
+
+
+@pytest.mark.parametrize("bound_ms,signed_ms", [
+    (None, WALL_MS + 5000),            # no bound: ours
+    (WALL_MS + 60_000, WALL_MS + 5000),  # a later bound: ours
+    (WALL_MS + 3000, WALL_MS + 3000),  # an earlier one (its record was made 2 s ago): the bound
+])
+@responses.activate
+def test_an_order_is_never_signed_to_expire_after_its_records_bound(bound_ms: int | None, signed_ms: int) -> None:
+    # The order's record promises the next start no later expiry than `expires_by_ms`.
+    responses.post(URL + "/info", json=META)
+    responses.post(URL + "/exchange", json=_ok_statuses({"resting": {"oid": 9}}))
+    client(expires_after_s=5.0).place_order("BTC", True, D("0.001"), D("40000"), cloid="0x" + "4" * 32,
+                                            expires_by_ms=bound_ms)
+    body = exchange_bodies(responses.mock)[0]
+    assert body["expiresAfter"] == signed_ms
+    assert body["signature"] == sign_l1_action(WALLET, body["action"], None, body["nonce"], signed_ms, False)
+
+
+@responses.activate
+def test_an_order_whose_bound_has_passed_is_not_sent() -> None:
+    responses.post(URL + "/info", json=META)
+    with pytest.raises(HyperliquidError, match="not sent") as err:
+        client().market_order("BTC", True, D("0.001"), D("1"), reference_px=D("50000"), cloid="0x" + "5" * 32,
+                              expires_by_ms=WALL_MS)
+    assert not isinstance(err.value, ResultUnknown)  # not executed: nothing went out
+    assert exchange_bodies(responses.mock) == []
 
 
 @responses.activate

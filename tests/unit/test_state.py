@@ -108,6 +108,66 @@ def test_a_version_1_file_is_upgraded_with_its_position(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_version_3_file_is_upgraded_keeping_every_row(tmp_path: Path) -> None:
+    # Schema 3 as it was (state.py before the upgrade to 4), one row in each table.
+    path = tmp_path / "v3.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE positions (coin TEXT PRIMARY KEY, side TEXT NOT NULL, size TEXT NOT NULL,
+            entry_px TEXT NOT NULL, high_water TEXT, opened_ms INTEGER NOT NULL,
+            protective_cloids TEXT NOT NULL DEFAULT '[]');
+        CREATE TABLE orders (cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
+            limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, oid INTEGER, filled_size TEXT NOT NULL,
+            avg_px TEXT, reason TEXT);
+        CREATE TABLE fills (tid TEXT PRIMARY KEY, coin TEXT NOT NULL, px TEXT NOT NULL, size TEXT NOT NULL,
+            side TEXT NOT NULL, time_ms INTEGER NOT NULL, oid INTEGER, cloid TEXT, fee TEXT, closed_pnl TEXT,
+            paper INTEGER NOT NULL);
+        CREATE INDEX fills_time ON fills (time_ms);
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE funding (coin TEXT NOT NULL, time_ms INTEGER NOT NULL, usdc TEXT NOT NULL, szi TEXT NOT NULL,
+            rate TEXT NOT NULL, PRIMARY KEY (coin, time_ms));
+        INSERT INTO positions VALUES ('BTC', 'long', '0.004', '50000', '50100', 7, '["0xab"]');
+        INSERT INTO orders VALUES ('0xa1', 'BTC', 'buy', '0.004', '50000', 0, 'entry', 'unknown', 10, 11, NULL,
+            '0', NULL, 'result unknown');
+        INSERT INTO orders VALUES ('0xa2', 'BTC', 'sell', '0.004', '0', 1, 'exit', 'reserved', 12, 12, NULL, '0',
+            NULL, NULL);
+        INSERT INTO orders VALUES ('0xa3', 'BTC', 'sell', '0.004', '49500', 1, 'sl', 'resting', 13, 14, 42, '0',
+            NULL, NULL);
+        INSERT INTO fills VALUES ('t1', 'BTC', '50000', '0.004', 'buy', 9, 41, '0xa0', '0.09', '0', 0);
+        INSERT INTO kv VALUES ('account', '0xabc');
+        INSERT INTO funding VALUES ('BTC', 20, '-0.01', '0.004', '0.0000125');
+        PRAGMA user_version = 3;""")
+    db.close()
+    store = StateStore(str(path))
+    store.open()
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store.load_positions() == {"BTC": SavedPosition("BTC", "long", D("0.004"), D("50000"), D("50100"), 7,
+                                                               ("0xab",))}
+        old = store.orders()
+        assert [(r.cloid, r.status, r.created_ms, r.reason) for r in old] == [
+            ("0xa1", "unknown", 10, "result unknown"), ("0xa2", "reserved", 12, None), ("0xa3", "resting", 13, None)]
+        assert store.order("0xa3").oid == 42
+        # Not known how long after its sending these were signed to expire: NULL, never a guess.
+        assert [r.expires_within_ms for r in old] == [None, None, None]
+        assert all(r.expires_by_ms is None for r in old)
+        assert [f["tid"] for f in store.fills()] == ["t1"] and store.fills()[0]["fee"] == D("0.09")
+        assert store.get("account") == "0xabc"
+        assert store.funding() == [{"coin": "BTC", "time_ms": 20, "usdc": D("-0.01"), "szi": D("0.004"),
+                                    "rate": D("0.0000125")}]
+        new = _record(cloid="0xb1", expires_within_ms=5000)
+        store.save_order(new)
+        assert store.order("0xb1") == new and store.order("0xb1").expires_by_ms == 1 + 5000
+    finally:
+        store.close()
+    store.open()  # the upgraded file opens as schema 4, untouched
+    try:
+        assert len(store.orders()) == 4 and store.order("0xa1").expires_within_ms is None
+    finally:
+        store.close()
+
+
 def test_orders_saved_and_filtered(store: StateStore) -> None:
     rec = _record()
     store.save_order(rec)

@@ -7,9 +7,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from unknown_orders import (EXPIRY_MARGIN_MS, FILLS_WAIT_MAX, LOOKUP_BACKOFF_MAX_S, LOST_ORDER_GRACE_S,
-                            UnknownOrder, UnknownOrders, after_failure_s, after_wait_s, expired, first_lookup_s,
-                            settle)
+from unknown_orders import (EXPIRES_WITHIN_MAX_MS, EXPIRY_MARGIN_MS, FILLS_WAIT_MAX, LOOKUP_BACKOFF_MAX_S,
+                            LOST_ORDER_GRACE_S, UnknownOrder, UnknownOrders, after_failure_s, after_wait_s, expired,
+                            first_lookup_s, saved_expiry_ms, settle)
 
 SENT_MS = 1_700_000_000_000
 EXPIRES_MS = SENT_MS + 5_000
@@ -89,3 +89,29 @@ def test_registry_due_purpose_and_notional() -> None:
     assert reg.has("entry", coin="") and not reg.has("entry", coin="ETH") and reg.has("sl", "exit")
     assert reg.notional_usd("entry") == D("200") and reg.notional_usd("sl") == 0
     assert reg.remove(a.cloid) is a and reg.remove(a.cloid) is None and not reg.has("entry")
+
+
+RESTART_MS = SENT_MS + 2_000  # the next start, 2 s after an order saved by the last run
+
+
+@pytest.mark.parametrize("reserved,within_ms,expected_ms", [
+    # Made just before its send, signed to expire by created + its own length (60 s, whatever the
+    # config says at the restart).
+    (False, 60_000, SENT_MS + 60_000),
+    (False, 1_000, SENT_MS + 1_000),
+    # A reserved exit cloid may have gone out any time up to the last stop, before the restart.
+    (True, 60_000, RESTART_MS + 60_000),
+    (True, 1_000, RESTART_MS + 1_000),
+    # Saved before schema 4 (NULL): the longest any config allows, after the restart.
+    (False, None, RESTART_MS + EXPIRES_WITHIN_MAX_MS),
+    (True, None, RESTART_MS + EXPIRES_WITHIN_MAX_MS),
+])
+def test_an_order_saved_by_the_last_run_expires_by_what_it_was_signed_with(
+        reserved: bool, within_ms: int | None, expected_ms: int) -> None:
+    assert saved_expiry_ms(reserved, SENT_MS, within_ms, RESTART_MS) == expected_ms
+
+
+def test_a_row_without_its_length_is_given_the_configs_maximum() -> None:
+    assert EXPIRES_WITHIN_MAX_MS == 60_000  # config_load.py: api.order_expires_after_s <= 60
+    # A wall clock set back between runs: never earlier than the order's own creation allows.
+    assert saved_expiry_ms(False, SENT_MS, None, SENT_MS - 10_000) == SENT_MS + EXPIRES_WITHIN_MAX_MS
