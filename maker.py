@@ -371,7 +371,7 @@ class MakerEntry:
             return
         try:
             answer = source.order_status(self.executor.address, record.cloid)
-            status, filled = _status_and_filled(answer)
+            status, filled = status_and_filled(answer)
         except HyperliquidError as exc:
             gate.failed(f"status of post-only entry {record.cloid}", exc)
             return
@@ -425,7 +425,7 @@ class MakerEntry:
         return record
 
 
-def _status_and_filled(answer: OrderStatusResult) -> tuple[str, Decimal]:
+def status_and_filled(answer: OrderStatusResult) -> tuple[str, Decimal]:
     """(the order's status word, how much of it filled) from an orderStatus answer."""
     if answer.status == "unknownOid" or answer.order is None:
         return "unknownOid", Decimal(0)

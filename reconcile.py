@@ -16,16 +16,17 @@ from decimal import Decimal
 from typing import Callable, Mapping, Protocol, TypeVar
 
 from execution import OrderExecutor
+from maker import status_and_filled
 from market import MarketTrader
 from notify import NO_NOTIFIER, Notifier
 from protection import cancel_stale_protective
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
 from state_writer import StateWriter
-from orders import InvalidTransition
+from orders import InvalidTransition, OrderRecord
 from stream_events import Fill as StreamFill, Funding as StreamFunding, Liquidation as StreamLiquidation
 from stream_events import OrderUpdate as StreamOrderUpdate
-from wire import AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
+from wire import PARSE_ERRORS, AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
 
 log = logging.getLogger("bot")
 T = TypeVar("T")
@@ -278,7 +279,7 @@ class Reconciler:
         open a position nobody works: every open order of the account that is one of our entries
         (whatever its record says; a removed market's too), and every entry saved as resting, is
         canceled (a failed cancel is retried before the next entry in that coin); one that filled
-        meanwhile is adopted by the position check that follows."""
+        meanwhile is recorded so and adopted by the position check that follows."""
         entries = {r.cloid: r for r in self.store.orders(statuses=("resting",)) if r.purpose == "entry"}
         try:
             for order in self.rest.open_orders(self.address):
@@ -293,7 +294,32 @@ class Reconciler:
             settled = self.store.order(cloid)
             if settled is not None and not settled.is_terminal and cloid not in \
                     self.executor.uncanceled.get(record.coin, ()):
-                self.store.save_order(settled.to("canceled", self.now_ms(), reason="not resting at start"))
+                self._settle_gone_entry(settled)
+
+    def _settle_gone_entry(self, record: OrderRecord) -> None:
+        """An entry the start's cancel found no longer open (filled or canceled while no bot ran):
+        its record says what the exchange's status says, what filled included; without a status,
+        canceled as "not resting at start" (its fills, if any, are journaled all the same)."""
+        try:
+            status, filled = status_and_filled(self.rest.order_status(self.address, record.cloid))
+        except (HyperliquidError, *PARSE_ERRORS) as exc:
+            log.warning("%s: status of entry %s not known (%s); saved as not resting", record.coin, record.cloid, exc)
+            status, filled = "canceled", Decimal(0)
+        now_ms = self.now_ms()
+        try:
+            if status == "filled" or (filled > 0 and filled >= record.size):
+                changed = record.filled_by_result(filled or record.size, record.limit_px, now_ms)
+            else:
+                changed = record.resolved_by_status(status, now_ms)
+                if changed.status == "canceled":
+                    changed = changed.to("canceled", now_ms, reason=f"{status}; not resting at start",
+                                         filled_size=filled, avg_px=record.limit_px if filled else None)
+        except InvalidTransition:
+            return
+        self.store.save_order(changed)
+        if filled > 0:
+            log.warning("%s: post-only entry %s filled %s at %s while no bot ran", record.coin, record.cloid,
+                        filled, record.limit_px)
 
     def _summary(self) -> str:
         parts = []

@@ -1,4 +1,4 @@
-"""The long crash test: `.venv/bin/python bench/crash.py --kills 200 [--seed N] [--keep DIR]`.
+"""The long crash test: `.venv/bin/python bench/crash.py --kills 200 [--seed N] [--entry-order post_only] [--keep DIR]`.
 
 Same harness and checks as tests/integration/test_crash.py (harness/crash.py), many
 more kills, about a third of them (--fault-share) with bad answers to some orders (502, reset,
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.crash import CrashSettings, crash_session  # noqa: E402
+from harness.crash import CrashSettings, crash_session, post_only_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait", type=float, default=2.0, help="longest timer kill, seconds after spawn")
     p.add_argument("--fault-share", type=float, default=1 / 3,
                    help="share of the seeded runs whose order answers are mangled (0: none after the fixed tour)")
+    p.add_argument("--entry-order", choices=("ioc", "post_only"), default="ioc",
+                   help="the bot's trading.entry_order (post_only: resting maker entries on a walk of fewer, larger "
+                        "steps; check (f))")
     p.add_argument("--keep", type=Path, default=None, help="keep logs and state in this directory")
     p.add_argument("--quiet", action="store_true", help="no per-run lines")
     args = p.parse_args(argv)
     # A SIGKILL mid-request makes aiohttp log "Error handling request ... Connection lost" with a
     # traceback on the simulator side: expected here, and noise in the summary.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    settings = CrashSettings(kills=args.kills, seed=args.seed, min_wait_s=args.min_wait, max_wait_s=args.max_wait,
-                             fault_share=args.fault_share)
+    make = post_only_settings if args.entry_order == "post_only" else CrashSettings
+    settings = make(kills=args.kills, seed=args.seed, min_wait_s=args.min_wait, max_wait_s=args.max_wait,
+                    fault_share=args.fault_share)
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     where = args.keep or Path(tempfile.mkdtemp(prefix="hlbot-crash-"))
     where.mkdir(parents=True, exist_ok=True)
@@ -46,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(where, ignore_errors=True)  # kept on failure, for the post-mortem
         where = None
     print()
-    print(f"crash test: {args.kills} kills, seed {args.seed}, answer faults on ~{args.fault_share:.0%} of the "
-          "seeded runs")
+    print(f"crash test: {args.kills} kills, seed {args.seed}, {args.entry_order} entries, answer faults on "
+          f"~{args.fault_share:.0%} of the seeded runs")
     print(report.summary())
     if where is not None:
         print(f"logs and state: {where}")

@@ -4,8 +4,8 @@ Owns: running `trading_bot.py` as a subprocess (strategy `always_long`, tight ex
 SL/TP on) against a `SimServer` that lives in *this* process and outlives every bot; killing each
 bot at a seeded moment; mangling the answers to some runs' orders (a `FaultProxy`, also in this
 process, between those bots and the simulator); recording, inside the simulator, every change of
-the bot account's position and stop cover; and the checks that prove nothing was lost, doubled or
-left naked.
+the bot account's position, stop cover and resting entry orders; and the checks that prove nothing
+was lost, doubled or left naked.
 Used by tests/integration/test_crash.py (short, in `make test`) and bench/crash.py (long).
 Must not: change how the bot or the simulator behave (it only wraps the engine to observe it and
 to fire a kill at an exact order; the engine's answers are untouched: the proxy mangles an answer
@@ -52,6 +52,20 @@ stops, SIGTERM once it is quiet):
     opened by a kill must be closed by the next bot that gets through start-up.
 (e) every killed run died of the SIGKILL (no run exited on its own, no traceback in any log),
     and the final run exited 0 on SIGTERM.
+(f) resting entries (`entry_order: post_only`; the simulator's timeline of the account's resting
+    non-reduce-only limit orders, which only maker entries are): at most one rests per coin at any
+    moment, and none placed by an earlier run still rests `slack_s` after a run's start-up
+    reconciliation (a killed run's entry may rest, or fill, while no bot runs: the next start
+    must cancel it, or adopt and protect what filled, which (a)-(d) check). A run that placed an
+    entry is known by the entry's signed nonce. With IOC entries nothing ever rests: (f) holds
+    trivially.
+
+Prices: the seeded walk moves BTC ~6 bp a print, ~20 prints a second. A post-only bid rests 1 bp
+under the price, so on that walk nearly every one fills within a few prints, and one left by a
+killed run is filled long before the next start could cancel it. `post_only_settings` keeps the
+same ~0.27 %/s but in fewer, larger steps (~5 BTC prints a second of ~12 bp): most entries
+still fill within a second (a walk's time to cross a line has a long tail), and a fair share of
+those left by a kill are still resting when the next start cancels them; the report counts both.
 """
 from __future__ import annotations
 
@@ -106,6 +120,14 @@ class CrashSettings:
     dribble_interval_s: float = 0.05  # DRIBBLE: a byte this often, far below the deadline (the answer takes seconds)
     api_timeout_s: float = 1.0       # api.exchange_timeout_s and api.info_timeout_s of every run
     order_expires_after_s: float = 1.0  # api.order_expires_after_s of every run
+    entry_order: str = "ioc"         # trading.entry_order of every run: "ioc" (the bot's default) or "post_only"
+    maker_repeg_s: float = 0.5       # post_only: trading.maker_repeg_s (the least the config allows)
+    maker_timeout_s: float = 5.0     # post_only: trading.maker_timeout_s
+
+
+def post_only_settings(**overrides: Any) -> CrashSettings:
+    """Post-only entries on a walk of fewer, larger steps (same ~0.27 %/s; see the module's "Prices")."""
+    return CrashSettings(**{"entry_order": "post_only", "trade_rate_hz": 15.0, "volatility": 0.0012, **overrides})
 
 
 # The answer faults, by the name the report gives them (all forward first: the order executes).
@@ -158,11 +180,28 @@ class RunRecord:
     fault_hits: int = 0             # answers the proxy actually mangled in this run
     pid: int = 0
     started_ns: int = 0
+    killed_ns: int = 0              # when the harness sent the SIGKILL (first, if twice)
     ended_ns: int = 0
     reconciled_ns: int | None = None
     returncode: int | None = None
     exited_by_itself: bool = False
     orders: int = 0
+
+
+@dataclass(frozen=True)
+class MakerFigures:
+    """What a post-only session exercised: entries rested, filled as a maker, left by a kill."""
+
+    rested: int              # entry orders the exchange booked as resting
+    maker_fills: int         # fills of them
+    left_by_kill: int        # resting when a run was killed
+    left_filled: int         # of those, filled (while no bot ran, or in the next start-up)
+    most_resting: int        # most entry orders resting in one coin at one moment
+
+    def summary(self) -> str:
+        return (f"post-only entries: {self.rested} rested, {self.maker_fills} maker fills; left resting by a kill: "
+                f"{self.left_by_kill} ({self.left_filled} of them filled, the rest canceled); "
+                f"most resting at once in one coin: {self.most_resting}")
 
 
 @dataclass
@@ -184,6 +223,7 @@ class CrashReport:
     plans: dict[str, int] = field(default_factory=dict)
     fault_runs: dict[str, int] = field(default_factory=dict)   # kind -> runs planned with it
     fault_hits: dict[str, int] = field(default_factory=dict)   # kind -> answers mangled (rule hits)
+    makers: MakerFigures | None = None  # post_only sessions only
 
     @property
     def kills(self) -> int:
@@ -206,6 +246,7 @@ class CrashReport:
                 f"{kind} {self.fault_runs.get(kind, 0)}, {self.fault_hits.get(kind, 0)}" for kind in FAULT_KINDS)
             + f"; killed runs without: {sum(1 for r in self.runs if r.fault is None and r.plan != 'final')}",
             f"final position: {self.final_position}; open orders: {self.open_orders}",
+            *([self.makers.summary()] if self.makers is not None else []),
             f"elapsed: {self.elapsed_s:.1f}s",
             f"violations: {len(self.violations)}",
         ]
@@ -231,6 +272,8 @@ class ExchangeRecorder:
         self.user = user
         self.coin = coin
         self.changes: list[tuple[int, Decimal, bool]] = [(time.time_ns(), Decimal(0), False)]
+        # The account's resting entry orders (coin, cloid), each time they change (post-only entries)
+        self.entries: list[tuple[int, frozenset[tuple[str, str]]]] = [(time.time_ns(), frozenset())]
         self.max_abs_position = Decimal(0)
         self.fired = threading.Event()
         self._lock = threading.Lock()
@@ -271,12 +314,23 @@ class ExchangeRecorder:
             for o in list(self.engine.orders.values()))
         return szi, covered
 
+    def _resting_entries(self) -> frozenset[tuple[str, str]]:
+        """(coin, cloid) of the account's resting non-reduce-only limit orders: its maker entries
+        (an IOC never rests; stops are triggers, exits reduce-only)."""
+        return frozenset((o.coin, o.cloid or f"oid {o.oid}") for o in list(self.engine.orders.values())
+                         if o.user == self.user and o.status == "open" and o.trigger_px is None
+                         and not o.reduce_only)
+
     def _record(self) -> None:
         szi, covered = self._state()
         last = self.changes[-1]
+        now_ns = time.time_ns()
         if (szi, covered) != (last[1], last[2]):
-            self.changes.append((time.time_ns(), szi, covered))
+            self.changes.append((now_ns, szi, covered))
             self.max_abs_position = max(self.max_abs_position, abs(szi))
+        entries = self._resting_entries()
+        if entries != self.entries[-1][1]:
+            self.entries.append((now_ns, entries))
 
     def _on_order(self) -> None:
         with self._lock:
@@ -403,6 +457,76 @@ def cover_violations(stretches: list[tuple[int, int]], runs: list[RunRecord], sl
     return out
 
 
+def entry_violations(entries: list[tuple[int, frozenset[tuple[str, str]]]], runs: list[RunRecord],
+                     placed_ns: dict[str, int], slack_ns: int) -> list[str]:
+    """(f) At most one entry order of ours rests per coin at any moment; none placed by an earlier
+    run (its signed time, `placed_ns`, before the run's start; unknown: earlier) still rests
+    `slack_ns` after a run's start-up reconciliation."""
+    out = []
+    seen: set[frozenset[str]] = set()
+    for _t, resting in entries:
+        for coin in sorted({coin for coin, _cloid in resting}):
+            cloids = frozenset(cloid for c, cloid in resting if c == coin)
+            if len(cloids) > 1 and cloids not in seen:
+                seen.add(cloids)
+                placed = ", ".join(f"{cloid} (run {_run_at(runs, placed_ns.get(cloid))})" for cloid in sorted(cloids))
+                out.append(f"(f) {len(cloids)} entry orders resting at once in {coin}: {placed}")
+    for run in runs:
+        if run.reconciled_ns is None:
+            continue
+        resting = _resting_at(entries, run.reconciled_ns + slack_ns)
+        for coin, cloid in sorted(resting):
+            if placed_ns.get(cloid, 0) < run.started_ns:
+                out.append(f"(f) run {run.index} ({run.plan}) finished start-up reconciliation with {coin} entry "
+                           f"{cloid} of run {_run_at(runs, placed_ns.get(cloid))} still resting")
+    return out
+
+
+def _resting_at(entries: list[tuple[int, frozenset[tuple[str, str]]]], t_ns: int) -> frozenset[tuple[str, str]]:
+    resting: frozenset[tuple[str, str]] = frozenset()
+    for t, now in entries:
+        if t > t_ns:
+            break
+        resting = now
+    return resting
+
+
+def _run_at(runs: list[RunRecord], t_ns: int | None) -> str:
+    """The index of the run alive at `t_ns`, else "?"."""
+    for run in runs:
+        if t_ns is not None and run.started_ns <= t_ns <= (run.ended_ns or t_ns):
+            return str(run.index)
+    return "?"
+
+
+def entry_placements(order_requests: list[dict[str, Any]]) -> dict[str, int]:
+    """cloid -> the signed time (the nonce, ns) of each post-only order the exchange booked as resting."""
+    out = {}
+    for e in order_requests:
+        response = e.get("response")
+        statuses = (response.get("data") or {}).get("statuses", []) if isinstance(response, dict) else []
+        for wire, status in zip(e["action"]["orders"], statuses):
+            tif = ((wire.get("t") or {}).get("limit") or {}).get("tif")
+            if tif == "Alo" and isinstance(status, dict) and "resting" in status and wire.get("c"):
+                out[wire["c"]] = int(e["nonce"]) * 1_000_000
+    return out
+
+
+def maker_figures(entries: list[tuple[int, frozenset[tuple[str, str]]]], runs: list[RunRecord],
+                  placed_ns: dict[str, int], exchange_fills: list[dict[str, Any]]) -> MakerFigures:
+    """The report's figures of a post-only session (not checks: they show what it exercised)."""
+    filled = {str(f.get("cloid")) for f in exchange_fills}
+    left = set()
+    for run in runs:
+        if run.killed_ns:
+            left |= {cloid for _coin, cloid in _resting_at(entries, run.killed_ns)}
+    most = max((Counter(coin for coin, _c in resting).most_common(1)[0][1] for _t, resting in entries if resting),
+               default=0)
+    maker_fills = sum(1 for f in exchange_fills if f.get("cloid") in placed_ns)
+    return MakerFigures(rested=len(placed_ns), maker_fills=maker_fills, left_by_kill=len(left),
+                        left_filled=len(left & filled), most_resting=most)
+
+
 def _log_time_ns(line: str) -> int:
     """The wall time of a `%(asctime)s` log line ("2026-01-02 03:04:05,678 ...", local time)."""
     stamp, ms = line[:19], line[20:23]
@@ -467,6 +591,9 @@ class CrashRun:
             "state": {"path": str(self.state_path)},
             "account": {"private_key_env": KEY_ENV},
         }
+        if s.entry_order != "ioc":
+            doc["trading"].update(entry_order=s.entry_order, maker_repeg_s=s.maker_repeg_s,
+                                  maker_timeout_s=s.maker_timeout_s)
         path = self.workdir / f"config-{index:04d}.json"
         path.write_text(json.dumps(doc))
         return path
@@ -544,7 +671,12 @@ class CrashRun:
                                      match=OrderNumbers(p.fault.orders), interval_s=self.settings.dribble_interval_s)
         proc = self._spawn(index, proxied=rule is not None)
         record.pid, record.started_ns = proc.pid, time.time_ns()
-        self.recorder.arm((lambda: proc.send_signal(signal.SIGKILL)) if nth else None, nth, delay_s)
+
+        def kill() -> None:
+            record.killed_ns = record.killed_ns or time.time_ns()
+            proc.send_signal(signal.SIGKILL)
+
+        self.recorder.arm(kill if nth else None, nth, delay_s)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and not self.recorder.fired.is_set():
             if proc.poll() is not None:  # exited on its own: never expected
@@ -554,7 +686,7 @@ class CrashRun:
         plan_fired = self.recorder.fired.is_set()
         record.orders = self.recorder.disarm()
         if not record.exited_by_itself:
-            proc.send_signal(signal.SIGKILL)  # no-op if the simulator already killed it
+            kill()  # no-op if the simulator already killed it
         record.returncode = proc.wait()
         record.ended_ns = time.time_ns()
         if rule is not None:  # the bot is gone: the next run gets its own rule (or none)
@@ -693,6 +825,10 @@ class CrashRun:
         stretches = self.recorder.naked_stretches(end_ns)
         violations += cover_violations(stretches, self.runs, int(s.slack_s * 1e9), int(s.naked_limit_s * 1e9),
                                        end_ns)
+        placed_ns = entry_placements(order_requests)
+        violations += entry_violations(self.recorder.entries, self.runs, placed_ns, int(s.slack_s * 1e9))
+        makers = None if s.entry_order == "ioc" else \
+            maker_figures(self.recorder.entries, self.runs, placed_ns, sim_fills)
 
         # (e) processes
         for run in self.runs:
@@ -723,7 +859,7 @@ class CrashRun:
                                         default=0),
             final_position=sim_szi,
             open_orders=len(account["open_orders"]), elapsed_s=self.finished - self.started, plans=dict(plans),
-            fault_runs=dict(fault_runs), fault_hits=dict(fault_hits))
+            fault_runs=dict(fault_runs), fault_hits=dict(fault_hits), makers=makers)
 
 
 def crash_session(settings: CrashSettings, workdir: Path, log: Callable[[str], None] | None = None) -> CrashReport:

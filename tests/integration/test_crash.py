@@ -20,13 +20,20 @@ What passing proves (each check is spelled out in harness/crash.py):
 (d) from the simulator's own timeline, a position without a resting reduce-only stop never outlived
     the start-up reconciliation of the next bot (nor stayed naked > 1 s under a running bot);
 (e) every run died of its SIGKILL (no crash of its own, no traceback) and the final one exited 0.
-`.venv/bin/python bench/crash.py --kills 200` runs the long version (`make crash` too).
+(f) at most one entry order rests in a market at any moment, and none a killed run left resting
+    survives the next start-up reconciliation (holds trivially with IOC entries).
+
+The second test does the same with post-only entries (`trading.entry_order: post_only`) in 8 kills:
+run 0 dies the moment its entry rests, so the next start finds it resting (or filled while no bot
+ran); the walk moves in larger steps so that some entries fill and some outlive a restart.
+`.venv/bin/python bench/crash.py --kills 200` runs the long version (`make crash` too;
+`--entry-order post_only` for maker entries).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.crash import FAULT_KINDS, CrashSettings, crash_session
+from harness.crash import FAULT_KINDS, CrashSettings, crash_session, post_only_settings
 
 
 def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_no_naked_position(
@@ -42,3 +49,15 @@ def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_
     assert report.most_starts_while_naked >= 1, report.summary()
     # Every kind of bad answer did reach the bot at least once (rule hits, not just planned runs).
     assert all(report.fault_hits.get(kind, 0) >= 1 for kind in FAULT_KINDS), report.summary()
+
+
+def test_sigkill_8_times_with_post_only_entries_leaves_no_entry_resting_across_a_restart(tmp_path: Path) -> None:
+    report = crash_session(post_only_settings(kills=8, seed=12), tmp_path)
+    print(report.summary())
+    assert report.kills >= 8
+    assert report.violations == [], report.summary()
+    makers = report.makers
+    assert makers is not None
+    # Entries rested and filled as a maker; run 0 was killed with its entry resting (check (f) then
+    # says the next start canceled it, or (a)-(d) that it adopted and protected what filled).
+    assert makers.rested >= 2 and makers.maker_fills >= 1 and makers.left_by_kill >= 1, report.summary()

@@ -168,6 +168,31 @@ def test_an_entry_left_resting_by_a_killed_run_is_canceled_at_start(sim: SimServ
         again.close()
 
 
+def test_an_entry_a_killed_run_left_resting_that_filled_meanwhile_is_recorded_filled_at_start(
+        sim: SimServer, tmp_path: Path) -> None:
+    """Found by the crash test with post-only entries: the start's cancel finds the order gone,
+    and its record must say what the exchange's status says (filled), not "canceled"."""
+    key = os.urandom(32)
+    h, strategy = maker_bot(sim, tmp_path, key=key)
+    try:
+        signal_long(h, sim, strategy)
+        record = h.trader.entries.maker.work.record
+        h.trader.entries.maker.work = None  # killed: nothing canceled it
+    finally:
+        h.close()
+    sim.set_price("BTC", "49990")  # no bot runs: a print through our 49995 bid fills it
+    assert sim.account(h.bot.address)["fills"][-1]["cloid"] == record.cloid
+    again = make_bot(sim, tmp_path, key=key, trading=MAKER)
+    try:
+        saved = again.store.order(record.cloid)
+        assert (saved.status, saved.filled_size, saved.avg_px) == ("filled", record.size, D("49995"))
+        pos = again.trader.position  # adopted, and protected
+        assert pos is not None and pos.side == "long" and pos.size == record.size
+        assert sorted(o["cloid"] for o in open_orders(sim, again)) == sorted(pos.protective_cloids)
+    finally:
+        again.close()
+
+
 def test_a_cancel_that_fails_is_retried_and_entries_wait(sim: SimServer, tmp_path: Path) -> None:
     with FaultProxy(upstream=sim.rest_url) as proxy:
         h, strategy = maker_bot(sim, tmp_path, api={"rest_url": proxy.url, "ws_url": sim.ws_url},
