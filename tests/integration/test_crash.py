@@ -33,9 +33,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.crash import FAULT_KINDS, CrashSettings, crash_session, post_only_settings
 
 
+@pytest.mark.slow
 def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_no_naked_position(
         tmp_path: Path) -> None:
     report = crash_session(CrashSettings(kills=20, seed=11), tmp_path)
@@ -51,6 +54,7 @@ def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_
     assert all(report.fault_hits.get(kind, 0) >= 1 for kind in FAULT_KINDS), report.summary()
 
 
+@pytest.mark.slow
 def test_sigkill_8_times_with_post_only_entries_leaves_no_entry_resting_across_a_restart(tmp_path: Path) -> None:
     report = crash_session(post_only_settings(kills=8, seed=12), tmp_path)
     print(report.summary())
