@@ -348,11 +348,11 @@ def test_idle_flood_and_a_dribbler_do_not_block_a_normal_request(serve: Any) -> 
         assert (status, body["status"]) == (200, "ok")
         assert time.monotonic() - started < 0.5
         # the cap holds: the oldest idle connections were closed to make room
-        wait_until(lambda: handler_threads() <= 32 and sum(map(closed_now, idle)) >= 68, 2.0)
+        wait_until(lambda: handler_threads() <= 32 and sum(map(closed_now, idle)) >= 68, 5.0)  # a loaded CI box
         started = time.monotonic()
         server.stop()  # with idle clients still connected
         assert time.monotonic() - started < 2.0
-        wait_until(lambda: handler_threads() == 0, 1.0)  # woken, not left to their 5 s timeout
+        wait_until(lambda: handler_threads() == 0, 3.0)  # woken, not left to their 5 s timeout
     finally:
         stop_dribbling.set()
         thread.join(2)
