@@ -8,10 +8,12 @@ and for tests that mock requests with `responses`.
 
 Owns: the connection (TLS verified, TCP_NODELAY, TCP keepalive), the check before each request
 that the server has not closed it while idle (the "stale keep-alive" failure), the total deadline
-of each request (connect, send and the whole answer: socket timeouts are per read, so a server
-dribbling one byte per timeout would otherwise hold the caller for ever), a reset of any connection
-given up on after sending (so an abandoned order cannot reach the exchange later), `LineError.sent`,
-and a lock so that one request at a time uses an `HttpLine`.
+of each request (name lookup, connect, send and the whole answer: socket timeouts are per read, so
+a server dribbling one byte per timeout would otherwise hold the caller for ever; getaddrinfo has
+no timeout at all, so a name is looked up by the line's `name_lookup.Resolver` on its thread, and
+a lookup that takes the time left is sent=False), a reset of any connection given up on after
+sending (so an abandoned order cannot reach the exchange later), `LineError.sent`, and a lock so
+that one request at a time uses an `HttpLine`.
 Must not: retry or re-send anything (a signed action whose answer was lost is looked up by its
 cloid by the caller, never sent again blindly), parse HTTP by hand (`http.client` does, in both
 transports), read the environment (but in `session_for`, once per client at start), or log a body.
@@ -31,11 +33,15 @@ import ssl
 import struct
 import threading
 import time
+from contextvars import ContextVar
+from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
+
+from name_lookup import Address, Resolver
 
 DEFAULT_DEADLINE_S = 5.0  # a request's total budget when the caller names none (the /exchange default)
 
@@ -43,6 +49,8 @@ _HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "U
 # requests decodes compressed answers (http.client would not, so HttpLine does not ask for them).
 _REQUESTS_HEADERS = {**_HEADERS, "Connection": "keep-alive", "Accept-Encoding": "gzip, deflate"}
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset, drops unsent bytes
+# The RequestsLine.post under way on this thread, for the urllib3 connection it uses: (its resolver, its deadline).
+_POSTING: ContextVar[tuple[Resolver, float] | None] = ContextVar("_POSTING", default=None)
 
 
 def session_for(base_url: str) -> requests.Session:
@@ -74,11 +82,12 @@ class HttpLine:
     """POST over one kept-alive connection to `base_url` (http or https)."""
 
     def __init__(self, base_url: str, connect_timeout_s: float, default_deadline_s: float = DEFAULT_DEADLINE_S,
-                 ca_bundle: str | None = None) -> None:
+                 ca_bundle: str | None = None, resolver: Resolver | None = None) -> None:
         """`connect_timeout_s`: the most a connect (and a TLS handshake) may take, within the deadline.
         `default_deadline_s`: a request's total budget when `post` is given none.
         `ca_bundle`: the CA file or OpenSSL directory that verifies the server (the REST client
-        passes the one requests uses: REQUESTS_CA_BUNDLE, else certifi's); None: the system's."""
+        passes the one requests uses: REQUESTS_CA_BUNDLE, else certifi's); None: the system's.
+        `resolver`: looks the host up within the deadline (a new one when None); closed with the line."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base URL must be http(s)://host[:port], got {base_url!r}")
@@ -89,6 +98,7 @@ class HttpLine:
         self.connect_timeout_s = connect_timeout_s
         self.default_deadline_s = default_deadline_s
         self.ca_bundle = ca_bundle
+        self.resolver = resolver or Resolver()
         self._tls: ssl.SSLContext | None = None  # built at the first connect, then kept
         self._conn: http.client.HTTPConnection | None = None
         self._deadline = 0.0  # time.monotonic() by which the answer being read must be complete
@@ -133,6 +143,7 @@ class HttpLine:
     def close(self) -> None:
         with self._lock:
             self._drop()
+        self.resolver.close()
 
     # ---- the connection ----
 
@@ -151,11 +162,12 @@ class HttpLine:
             tls = self._tls_context() if self.scheme == "https" else None
         except OSError as exc:  # the CA bundle is missing, unreadable or not PEM (ssl.SSLError is an OSError)
             raise LineError(f"TLS set-up failed ({type(exc).__name__}: {exc})", sent=False) from exc
+        addresses = self._addresses(deadline)
         try:
-            sock = self._open_socket(deadline)
+            sock = _open_socket(addresses, self.connect_timeout_s, deadline)
         except TimeoutError as exc:
             raise LineError("connect timed out", sent=False) from exc
-        except OSError as exc:  # refused, unreachable, no such host
+        except OSError as exc:  # refused, unreachable
             raise LineError(f"connect failed ({type(exc).__name__})", sent=False) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -187,23 +199,14 @@ class HttpLine:
         self.connects += 1
         return conn
 
-    def _open_socket(self, deadline: float) -> socket.socket:
-        """socket.create_connection, except that all addresses together get the time left, not
-        `connect_timeout_s` each. (The name lookup itself cannot be bounded in-thread.)"""
-        error: OSError = TimeoutError("no time left to connect")
-        for family, kind, proto, _, address in socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM):
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                break
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.settimeout(min(self.connect_timeout_s, left_s))
-                sock.connect(address)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-        raise error
+    def _addresses(self, deadline: float) -> list[Address]:
+        """The host's addresses before `deadline`; a lookup that failed or came too late is sent=False."""
+        try:
+            return self.resolver.addresses(self.host, self.port, deadline)
+        except TimeoutError as exc:
+            raise LineError(f"name lookup of {self.host} timed out", sent=False) from exc
+        except OSError as exc:  # socket.gaierror: no such host, resolver failure
+            raise LineError(f"name lookup of {self.host} failed ({type(exc).__name__})", sent=False) from exc
 
     def _answer(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None) -> http.client.HTTPResponse:
         """http.client's response parser, reading the socket through the current deadline."""
@@ -264,6 +267,28 @@ class _ReadByDeadline(io.RawIOBase):
         return io.BufferedReader(self)
 
 
+def _open_socket(addresses: list[Address], connect_timeout_s: float, deadline: float,
+                 options: Sequence[tuple[int, int, Any]] = ()) -> socket.socket:
+    """socket.create_connection on addresses already looked up, except that all of them together get
+    the time left, not `connect_timeout_s` each. `options`: setsockopt arguments, set before connect."""
+    error: OSError = TimeoutError("no time left to connect")
+    for family, kind, proto, _, address in addresses:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in options:
+                sock.setsockopt(*option)
+            sock.settimeout(min(connect_timeout_s, left_s))
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
 def _closed_by_peer(sock: socket.socket | None) -> bool:
     """An idle HTTP connection has nothing to read: readable means EOF, an error, or stray bytes,
     and in each case it must not carry the next request."""
@@ -278,7 +303,8 @@ class RequestsLine:
     """POST through a `requests.Session` (its pool, proxies, CA settings; `responses` can mock it),
     with HttpLine's contract: `post(path, body, deadline_s)`, LineError with `sent`.
 
-    The deadline, phase by phase: connect timeout = min(`connect_timeout_s`, the budget); the
+    The deadline, phase by phase: the name lookup (direct or of the proxy: see `_DeadlineAdapter`)
+    and the connect within the time left, the connect also within `connect_timeout_s`; the
     status line and headers are read inside requests with one per-read timeout, the time left when
     the request is sent (requests offers no hook between those reads); every read of the body gets
     only the time left. So a server that dribbles its status line or headers can still hold the
@@ -289,11 +315,16 @@ class RequestsLine:
     urllib3 with a plain FIN."""
 
     def __init__(self, session: requests.Session, base_url: str, connect_timeout_s: float,
-                 default_deadline_s: float = DEFAULT_DEADLINE_S) -> None:
+                 default_deadline_s: float = DEFAULT_DEADLINE_S, resolver: Resolver | None = None) -> None:
+        """`resolver`: looks names up within the deadline (a new one when None); closed with the line.
+        The session's stock adapters are replaced by `_DeadlineAdapter`s (one it has mounted
+        itself is left as it is, and so are SOCKS proxies: their lookups are not bounded)."""
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.connect_timeout_s = connect_timeout_s
         self.default_deadline_s = default_deadline_s
+        self.resolver = resolver or Resolver()
+        _mount_deadline_adapters(session)
 
     def post(self, path: str, body: bytes, deadline_s: float | None = None) -> tuple[int, str | None, bytes]:
         """Send one POST; return (status, Retry-After header, body). Raises LineError."""
@@ -312,12 +343,15 @@ class RequestsLine:
         prepared.body = body
         prepared.hooks = {"response": []}
         prepared._cookies = requests.cookies.RequestsCookieJar()  # requests reads it on a 3xx answer
+        bound = _POSTING.set((self.resolver, deadline))  # for the connection urllib3 may open now
         try:
             # No redirects: the API never sends one, and following it would re-POST a signed action.
             resp = self.session.send(prepared, timeout=(min(self.connect_timeout_s, budget_s), budget_s),
                                      stream=True, allow_redirects=False)
         except requests.RequestException as exc:
             raise _requests_error(exc, budget_s, deadline) from exc
+        finally:
+            _POSTING.reset(bound)
         sock = _socket_of(resp)
         try:
             data = _read_body(resp, sock, deadline)
@@ -332,6 +366,91 @@ class RequestsLine:
 
     def close(self) -> None:
         self.session.close()
+        self.resolver.close()
+
+
+class _DeadlineConnection(urllib3.connection.HTTPConnection):
+    """urllib3's connection, opened (to the server, or to an HTTP(S) proxy) with the name looked up
+    by the posting RequestsLine's resolver and the connect within the time left; and the first
+    reads of the answer allowed only the time left. Outside RequestsLine.post, urllib3's own."""
+
+    def _new_conn(self) -> socket.socket:
+        bound = _POSTING.get()
+        if bound is None or self.source_address:  # requests never binds a source address
+            return super()._new_conn()
+        resolver, deadline = bound
+        try:
+            addresses = resolver.addresses(self._dns_host.strip("[]"), self.port, deadline)
+        except TimeoutError as exc:
+            raise _LookupTimedOut(self, f"name lookup of {self.host} timed out") from exc
+        except OSError as exc:
+            raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        timeout_s = self.timeout if isinstance(self.timeout, (int, float)) else deadline - time.monotonic()
+        try:
+            return _open_socket(addresses, timeout_s, deadline, self.socket_options or ())
+        except TimeoutError as exc:
+            raise urllib3.exceptions.ConnectTimeoutError(self, f"connect to {self.host} timed out") from exc
+        except OSError as exc:
+            raise urllib3.exceptions.NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+
+    def getresponse(self) -> Any:  # type: ignore[override]
+        bound = _POSTING.get()
+        if bound is not None and isinstance(self.timeout, (int, float)):
+            self.timeout = max(min(self.timeout, bound[1] - time.monotonic()), 0.001)  # 0 would mean non-blocking
+        return super().getresponse()
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _LookupTimedOut(urllib3.exceptions.ConnectTimeoutError):
+    """The name lookup took the time left: nothing was sent (requests raises ConnectTimeout)."""
+
+
+class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _DeadlineConnection
+
+
+class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, its pools (direct and through an HTTP(S) proxy) of `_DeadlineConnection`s.
+    A SOCKS proxy keeps its own connections: PySocks looks names up unbounded."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
+
+    def close(self) -> None:
+        """HTTPAdapter.close, and the idle connections closed now: urllib3 2 leaves them open until
+        the garbage collector finds their pool (a failed request's exception can keep it for long)."""
+        managers = [self.poolmanager, *self.proxy_manager.values()]
+        pools = [pool for manager in managers for key in manager.pools.keys()
+                 if (pool := manager.pools.get(key)) is not None]
+        super().close()
+        for pool in pools:
+            pool.close()  # a connection still in use is closed when it is given back
+
+
+def _mount_deadline_adapters(session: requests.Session) -> None:
+    """Replace the session's stock adapters (exactly HTTPAdapter) by `_DeadlineAdapter`s with their settings."""
+    for prefix, adapter in list(session.adapters.items()):
+        if type(adapter) is requests.adapters.HTTPAdapter:
+            session.mount(prefix, _DeadlineAdapter(adapter._pool_connections, adapter._pool_maxsize,
+                                                   adapter.max_retries, adapter._pool_block))
+            adapter.close()
 
 
 def _socket_of(resp: requests.Response) -> socket.socket | None:
@@ -360,6 +479,8 @@ def _read_body(resp: requests.Response, sock: socket.socket | None, deadline: fl
 def _requests_error(exc: requests.RequestException, budget_s: float, deadline: float) -> LineError:
     if _never_sent(exc):
         what = "connect timed out" if isinstance(exc, requests.ConnectTimeout) else "connect failed"
+        if isinstance(_reason(exc), _LookupTimedOut):
+            what = "name lookup timed out"
         return LineError(f"{what} ({type(exc).__name__})", sent=False)
     if isinstance(exc, requests.Timeout) and time.monotonic() >= deadline:
         return LineError(f"no complete answer within {budget_s:g} s")
@@ -377,11 +498,17 @@ def _never_sent(exc: requests.RequestException) -> bool:
     ConnectionError) may have been sent."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    cause = exc.args[0] if exc.args else None
-    reason = getattr(cause, "reason", cause)  # urllib3's MaxRetryError carries the real error
-    if isinstance(reason, urllib3.exceptions.ProxyError):
-        reason = reason.original_error
+    reason = _reason(exc)
     if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):  # NewConnectionError is one
         return True
     return (isinstance(reason, urllib3.exceptions.SSLError) and bool(reason.args)
             and isinstance(reason.args[0], ssl.SSLCertVerificationError))
+
+
+def _reason(exc: requests.RequestException) -> Any:
+    """The urllib3 error behind a requests exception (inside MaxRetryError, and ProxyError)."""
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)  # urllib3's MaxRetryError carries the real error
+    if isinstance(reason, urllib3.exceptions.ProxyError):
+        reason = reason.original_error
+    return reason

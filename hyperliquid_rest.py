@@ -1,7 +1,8 @@
 """REST client: `/info` queries and signed `/exchange` actions, with typed results and errors.
 
-Owns: two kept-alive transports (`http_line`: one for `/info`, one for `/exchange`), each call
-one request within a total deadline (connect to last byte), the mapping of transport failures,
+Owns: two kept-alive transports (`http_line`: one for `/info`, one for `/exchange`, sharing one
+`name_lookup.Resolver`), each call one request within a total deadline (name lookup to last
+byte), the mapping of transport failures,
 HTTP statuses and malformed bodies to a small exception hierarchy (`rest_errors`; the answers'
 types and parsers are in `wire`), a client-side weight budget
 under the exchange's 1200/min, order wire dicts (key order as the official SDK), signing through
@@ -24,6 +25,7 @@ from typing import Any, Callable, Mapping, Protocol
 import requests
 
 from http_line import HttpLine, LineError, RequestsLine, session_for
+from name_lookup import Resolver
 from rest_errors import (HyperliquidError, MalformedAnswer, NetworkError, OrderRejected, OrderStatusUnknown,
                          RateLimited, RequestRejected, ResultUnknown, ServerError)
 from signing import (L1Signer, NonceClock, float_to_wire, is_valid_price, is_valid_size, new_cloid,
@@ -113,8 +115,9 @@ class HyperliquidRestClient:
             line = RequestsLine(self.session, self.base_url, connect_timeout_s)
             return line, line
         bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
-        return (HttpLine(self.base_url, connect_timeout_s, ca_bundle=bundle),
-                HttpLine(self.base_url, connect_timeout_s, ca_bundle=bundle))
+        resolver = Resolver()  # one lookup thread and one last good address for both lines (same host)
+        return (HttpLine(self.base_url, connect_timeout_s, ca_bundle=bundle, resolver=resolver),
+                HttpLine(self.base_url, connect_timeout_s, ca_bundle=bundle, resolver=resolver))
 
     @property
     def address(self) -> str | None:

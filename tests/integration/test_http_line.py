@@ -3,11 +3,14 @@ scripted HTTP/1.1 server on 127.0.0.1: answers come back as sent over one kept-a
 a connection the server closed while idle is replaced before a request is written into it, every
 request ends within its total deadline even when the answer is dribbled or never comes, a
 connection given up on is reset, `LineError.sent` is False only when nothing was written, TLS is
-verified. (The mapping of statuses to typed errors is the REST client's: tests/unit/test_rest.py.)"""
+verified, and a host name's lookup (a fake resolver that can hang: no real DNS) takes no more
+than the deadline, falls back to the last good address, runs on one thread, and is skipped for an
+IP literal. (The mapping of statuses to typed errors is the REST client's: tests/unit/test_rest.py.)"""
 from __future__ import annotations
 
 import errno
 import json
+import re
 import select
 import socket
 import ssl
@@ -17,12 +20,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from http_line import HttpLine, LineError, RequestsLine
 from harness.waiting import wait_until
+from name_lookup import Resolver
 
 OK = {"status": "ok", "response": {"type": "cancel", "data": {"statuses": ["success"]}}}
 DRIBBLE_S = 0.3  # the dribbling server's pause between bytes
@@ -161,16 +166,32 @@ def tls_server(tls_files: tuple[Path, Path]) -> Iterator[ScriptedServer]:
     yield from serve(context)
 
 
-def http_client_line(url: str, connect_timeout_s: float = 2.0, ca_bundle: str | None = None) -> HttpLine:
-    return HttpLine(url, connect_timeout_s, ca_bundle=ca_bundle)
+_OPEN_LINES: list[HttpLine | RequestsLine] = []  # made by the helpers below, closed after each test
 
 
-def requests_line(url: str, connect_timeout_s: float = 2.0, ca_bundle: str | None = None) -> RequestsLine:
+@pytest.fixture(autouse=True)
+def close_lines() -> Iterator[None]:
+    """No connection left open after a test: the server thread serving it would wait on it until the
+    garbage collector got round to the line, and a later test counting HTTP server threads sees it."""
+    yield
+    while _OPEN_LINES:
+        _OPEN_LINES.pop().close()
+
+
+def http_client_line(url: str, connect_timeout_s: float = 2.0, ca_bundle: str | None = None,
+                     resolver: Resolver | None = None) -> HttpLine:
+    _OPEN_LINES.append(HttpLine(url, connect_timeout_s, ca_bundle=ca_bundle, resolver=resolver))
+    return _OPEN_LINES[-1]
+
+
+def requests_line(url: str, connect_timeout_s: float = 2.0, ca_bundle: str | None = None,
+                  resolver: Resolver | None = None) -> RequestsLine:
     session = requests.Session()
     session.trust_env = False  # no proxy from the environment for 127.0.0.1
     if ca_bundle is not None:
         session.verify = ca_bundle
-    return RequestsLine(session, url, connect_timeout_s)
+    _OPEN_LINES.append(RequestsLine(session, url, connect_timeout_s, resolver=resolver))
+    return _OPEN_LINES[-1]
 
 
 Line = Callable[..., "HttpLine | RequestsLine"]
@@ -253,7 +274,7 @@ def test_connection_lost_after_sending_may_have_been_sent_and_is_never_resent(se
 def test_dribbled_answer_ends_at_the_deadline_with_a_reset(server: ScriptedServer, kind: str) -> None:
     # A socket timeout is per read: at one byte every 0.3 s, a 10 s read timeout never fires.
     server.script["/exchange"] = [(kind, 200, {}, OK)]
-    line = HttpLine(server.url, 2.0)
+    line = http_client_line(server.url)
     error, elapsed_s = timed_failure(line, deadline_s=1.0)
     assert_ends_at_the_deadline(elapsed_s)
     assert error.sent is True and "no complete answer within 1 s" in str(error)
@@ -284,7 +305,7 @@ def test_silent_server_ends_at_the_deadline_with_a_reset(server: ScriptedServer,
 
 def test_waiting_for_the_line_counts_against_the_deadline(server: ScriptedServer) -> None:
     server.script["/exchange"] = [("hang",)]
-    line = HttpLine(server.url, 2.0)
+    line = http_client_line(server.url)
     first_outcome: list[Any] = []
 
     def first_request() -> None:
@@ -407,3 +428,98 @@ def test_a_closing_answer_whose_body_comes_later_is_read_whole(server: ScriptedS
         assert line.post("/exchange", b"{}", 2.0)[0] == 200  # a new connection after the close
     finally:
         line.close()
+
+
+# ---- name lookup ----
+
+class FakeDns:
+    """getaddrinfo's stand-in: every name is 127.0.0.1; while `hanging`, a lookup blocks until
+    `release` is set (at teardown at the latest), like a resolver that stopped answering."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.hanging = False
+        self.entered = threading.Event()  # a lookup is blocked in here
+        self.release = threading.Event()
+
+    def __call__(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.names.append(host)
+        if self.hanging:
+            self.entered.set()
+            self.release.wait(60)
+        return socket.getaddrinfo("127.0.0.1", port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+
+    def line(self, make_line: Line, url: str) -> HttpLine | RequestsLine:
+        """A line to `url` whose names this fake looks up (closed, with its resolver, after the test)."""
+        return make_line(url, resolver=Resolver(lookup=self))
+
+
+@pytest.fixture
+def dns() -> Iterator[FakeDns]:
+    fake = FakeDns()
+    yield fake
+    fake.release.set()  # then close_lines closes the lines and their resolvers
+
+
+def by_name(url: str) -> str:
+    """The same server, addressed by a host name only the fake resolver knows."""
+    return f"http://exchange.test:{urlsplit(url).port}"
+
+
+def lookup_threads() -> set[threading.Thread]:
+    """The resolvers' threads alive now (an earlier test's may still be ending: compare with before)."""
+    return {t for t in threading.enumerate() if t.name == "name-lookup"}
+
+
+@BOTH
+def test_hung_name_lookup_fails_at_the_deadline_and_was_not_sent(server: ScriptedServer, dns: FakeDns,
+                                                                 make_line: Line) -> None:
+    dns.hanging = True
+    error, elapsed_s = timed_failure(dns.line(make_line, by_name(server.url)), deadline_s=0.5)
+    assert error.sent is False and re.search("name lookup (of exchange.test )?timed out", str(error))
+    assert 0.45 <= elapsed_s < 0.5 + 0.25
+    assert dns.entered.is_set() and server.connections == 0 and server.posts() == []
+
+
+@BOTH
+def test_a_hung_lookup_on_reconnect_uses_the_last_good_address(server: ScriptedServer, dns: FakeDns, make_line: Line,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    server.script["/exchange"] = [("answer_then_close", 200, {}, OK), ("answer", 200, {}, OK)]
+    line = dns.line(make_line, by_name(server.url))
+    assert line.post("/exchange", b'{"n":1}', deadline_s=2.0)[0] == 200  # looked up: the address is known
+    assert server.closed.wait(5)  # the server closed the connection: the next post connects again
+    dns.hanging = True
+    start = time.monotonic()
+    assert line.post("/exchange", b'{"n":2}', deadline_s=2.0)[0] == 200
+    assert time.monotonic() - start < line.resolver.fresh_wait_s + 0.5  # waited for the fresh answer only so long
+    assert dns.entered.is_set() and dns.names == ["exchange.test", "exchange.test"]
+    assert [p["n"] for p in server.posts()] == [1, 2] and server.connections == 2
+    assert "name lookup of exchange.test slow: connecting to its last known address" in caplog.text
+
+
+@BOTH
+def test_many_hung_lookups_share_one_thread_and_one_lookup(server: ScriptedServer, dns: FakeDns,
+                                                           make_line: Line) -> None:
+    before, threads_before = lookup_threads(), threading.active_count()
+    dns.hanging = True
+    line = dns.line(make_line, by_name(server.url))
+    for _ in range(30):
+        error, _ = timed_failure(line, deadline_s=0.02)
+        assert error.sent is False
+    assert len(lookup_threads() - before) == 1 and threading.active_count() <= threads_before + 1
+    assert dns.names == ["exchange.test"]  # asked once: every later request waited on that lookup
+    dns.release.set()  # the resolver answers at last: the line works again, on the same thread
+    assert wait_until(lambda: line.post("/exchange", b'{"n":1}', deadline_s=2.0)[0] == 200, 5)
+    assert len(lookup_threads() - before) == 1
+
+
+@BOTH
+def test_an_ip_literal_never_reaches_the_resolver(server: ScriptedServer, dns: FakeDns, make_line: Line) -> None:
+    before = lookup_threads()
+    dns.hanging = True  # would hold any lookup until teardown
+    server.script["/exchange"] = [("answer_then_close", 200, {}, OK), ("answer", 200, {}, OK)]
+    line = dns.line(make_line, server.url)
+    assert line.post("/exchange", b'{"n":1}', deadline_s=1.0)[0] == 200
+    assert server.closed.wait(5)
+    assert line.post("/exchange", b'{"n":2}', deadline_s=1.0)[0] == 200  # a second connect, no lookup either
+    assert dns.names == [] and lookup_threads() <= before and server.connections == 2
