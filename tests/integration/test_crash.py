@@ -39,11 +39,11 @@ from harness.crash import FAULT_KINDS, CrashSettings, crash_session, post_only_s
 
 
 @pytest.mark.slow
-def test_sigkill_20_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_no_naked_position(
+def test_sigkill_12_times_with_bad_answers_loses_nothing_doubles_nothing_leaves_no_naked_position(
         tmp_path: Path) -> None:
-    report = crash_session(CrashSettings(kills=20, seed=11), tmp_path)
+    report = crash_session(CrashSettings(kills=12, seed=11), tmp_path)  # the fixed tours are the first 9
     print(report.summary())
-    assert report.kills >= 20
+    assert report.kills >= 12
     assert report.violations == [], report.summary()
     # The session did exercise the crash windows it claims to (not a quiet run that proves nothing);
     # floors low enough for a loaded machine, where more kills land before start-up is over.

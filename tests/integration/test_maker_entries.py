@@ -21,7 +21,7 @@ from hyperliquid_sim import SimServer
 from operator_desk import OperatorDesk
 from signing import L1Signer
 
-MAKER = {"entry_order": "post_only", "maker_repeg_s": 0.5, "maker_timeout_s": 4}
+MAKER = {"entry_order": "post_only", "maker_repeg_s": 0.5, "maker_timeout_s": 2.5}
 
 
 def maker_bot(sim: SimServer, tmp_path: Path, **over: Any) -> tuple[Harness, LongWhenAsked]:
@@ -71,11 +71,11 @@ def test_post_only_entry_re_pegs_and_cancels(sim: SimServer, tmp_path: Path, cap
         assert h.bot.health_snapshot()["markets"]["BTC"]["maker_entry"] == {
             "side": "long", "size": 0.004, "px": 50095.0, "repegs": 1, "filled": 0.0}
         assert OperatorDesk.entries(h.trader) == "on, buy 0.004 resting at 50095"  # `--ctl status`
-        # no fill by the timeout (4 s after the signal): canceled, nothing left on the book
+        # no fill by the timeout (2.5 s after the signal): canceled, nothing left on the book
         wait_until(lambda: h.trader.entries.maker.work is None, 8, h.step)
         assert open_orders(sim, h) == [] and h.trader.position is None
         assert h.store.order(second.cloid).status == "canceled"
-        assert "post-only entry canceled: not filled in 4 s (1 re-pegs)" in caplog.text
+        assert "post-only entry canceled: not filled in 2.5 s (1 re-pegs)" in caplog.text
         assert tifs(sim) == ["Alo", "Alo"]  # never a taker entry
         assert sim.account(h.bot.address)["fills"] == []
     finally:
@@ -126,7 +126,8 @@ def test_a_partial_fill_opens_what_filled_and_cancels_the_rest(sim: SimServer, t
 
 
 def test_without_the_stream_the_fill_is_found_by_polling_the_order(sim: SimServer, tmp_path: Path) -> None:
-    h, strategy = maker_bot(sim, tmp_path, websocket={"enabled": False}, check_interval=0.2)
+    h, strategy = maker_bot(sim, tmp_path, websocket={"enabled": False}, check_interval=0.2,
+                            trading={"maker_timeout_s": 30})  # its fill is found by a poll every 2 s
     try:
         signal_long(h, sim, strategy)  # the touch from the /info l2Book
         record = h.trader.entries.maker.work.record
