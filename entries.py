@@ -82,9 +82,9 @@ class Entries:
                     closed: Callable[[], Sequence[Candle]]) -> tuple[Literal["long", "short"], Decimal, Decimal] | None:
         """Ask the strategy (when a candle closed, or a second passed) and enter on its signal:
         (side, filled size, average price) of a filled entry, else None."""
-        if self._blocked(now):
-            return None
         if closed_count == self.last_closed_candles and now - self.last_eval < ENTRY_EVAL_EVERY_S:
+            return None  # first: the cheapest test, and the one that fails on nearly every turn
+        if self._blocked(now):
             return None
         self.last_closed_candles = closed_count
         self.last_eval = now
