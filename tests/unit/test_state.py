@@ -83,6 +83,17 @@ def test_a_position_per_coin(store: StateStore) -> None:
     assert store.load_positions() == {"ETH": eth}
 
 
+# The orders and fills tables as schemas 1 to 3 had them (no expires_within_ms).
+OLD_ORDERS_AND_FILLS = """
+        CREATE TABLE orders (cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
+            limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, oid INTEGER, filled_size TEXT NOT NULL,
+            avg_px TEXT, reason TEXT);
+        CREATE TABLE fills (tid TEXT PRIMARY KEY, coin TEXT NOT NULL, px TEXT NOT NULL, size TEXT NOT NULL,
+            side TEXT NOT NULL, time_ms INTEGER NOT NULL, oid INTEGER, cloid TEXT, fee TEXT, closed_pnl TEXT,
+            paper INTEGER NOT NULL);"""
+
+
 def test_a_version_1_file_is_upgraded_with_its_position(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
@@ -90,13 +101,7 @@ def test_a_version_1_file_is_upgraded_with_its_position(tmp_path: Path) -> None:
         CREATE TABLE position (id INTEGER PRIMARY KEY CHECK (id = 1), coin TEXT NOT NULL, side TEXT NOT NULL,
             size TEXT NOT NULL, entry_px TEXT NOT NULL, high_water TEXT, opened_ms INTEGER NOT NULL,
             protective_cloids TEXT NOT NULL DEFAULT '[]');
-        CREATE TABLE orders (cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
-            limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
-            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, oid INTEGER, filled_size TEXT NOT NULL,
-            avg_px TEXT, reason TEXT);
-        CREATE TABLE fills (tid TEXT PRIMARY KEY, coin TEXT NOT NULL, px TEXT NOT NULL, size TEXT NOT NULL,
-            side TEXT NOT NULL, time_ms INTEGER NOT NULL, oid INTEGER, cloid TEXT, fee TEXT, closed_pnl TEXT,
-            paper INTEGER NOT NULL);
+        """ + OLD_ORDERS_AND_FILLS + """
         CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         INSERT INTO position VALUES (1, 'BTC', 'long', '0.004', '50000', '50100', 7, '["0xab"]');
         PRAGMA user_version = 1;""")
@@ -116,13 +121,7 @@ def test_a_version_3_file_is_upgraded_keeping_every_row(tmp_path: Path) -> None:
         CREATE TABLE positions (coin TEXT PRIMARY KEY, side TEXT NOT NULL, size TEXT NOT NULL,
             entry_px TEXT NOT NULL, high_water TEXT, opened_ms INTEGER NOT NULL,
             protective_cloids TEXT NOT NULL DEFAULT '[]');
-        CREATE TABLE orders (cloid TEXT PRIMARY KEY, coin TEXT NOT NULL, side TEXT NOT NULL, size TEXT NOT NULL,
-            limit_px TEXT NOT NULL, reduce_only INTEGER NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
-            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, oid INTEGER, filled_size TEXT NOT NULL,
-            avg_px TEXT, reason TEXT);
-        CREATE TABLE fills (tid TEXT PRIMARY KEY, coin TEXT NOT NULL, px TEXT NOT NULL, size TEXT NOT NULL,
-            side TEXT NOT NULL, time_ms INTEGER NOT NULL, oid INTEGER, cloid TEXT, fee TEXT, closed_pnl TEXT,
-            paper INTEGER NOT NULL);
+        """ + OLD_ORDERS_AND_FILLS + """
         CREATE INDEX fills_time ON fills (time_ms);
         CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE funding (coin TEXT NOT NULL, time_ms INTEGER NOT NULL, usdc TEXT NOT NULL, szi TEXT NOT NULL,
