@@ -3,10 +3,10 @@
 Owns: position checks (asked for by any part of the bot, run by a timer of the loop at most once a
 second and once a minute regardless; one `clearinghouseState` serves every market), the fill
 journal's catch-up over REST (after a reconnect and at start), the account's fills from the
-stream (journaled once by tid; a fill the bot did not expect triggers a check), start-up
-(saved positions resumed, orders in doubt looked up, exchange-side orders checked), and a warning
-(and an `unmanaged_position` notification) for every position on the account that no market of
-the bot trades.
+stream (journaled once by tid; a fill the bot did not expect triggers a check; a resting post-only
+entry's fills and status go to its market's maker), and a warning (and an `unmanaged_position`
+notification) for every position on the account that no market of the bot trades. Start-up's
+reconciliation is startup.py's (`at_start`).
 Must not: decide exits or entries, sleep, or send an order (protection and the traders do).
 """
 from __future__ import annotations
@@ -16,17 +16,16 @@ from decimal import Decimal
 from typing import Callable, Mapping, Protocol, TypeVar
 
 from execution import OrderExecutor
-from maker import status_and_filled
 from market import MarketTrader
 from notify import NO_NOTIFIER, Notifier
-from protection import cancel_stale_protective
 from rest_errors import HyperliquidError
 from rest_gate import InfoGate
+from startup import StartUp
 from state_writer import StateWriter
-from orders import InvalidTransition, OrderRecord
+from orders import InvalidTransition
 from stream_events import Fill as StreamFill, Funding as StreamFunding, Liquidation as StreamLiquidation
 from stream_events import OrderUpdate as StreamOrderUpdate
-from wire import PARSE_ERRORS, AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
+from wire import AccountState, Fill, FundingPayment, OpenOrder, OrderStatusResult
 
 log = logging.getLogger("bot")
 T = TypeVar("T")
@@ -253,100 +252,5 @@ class Reconciler:
     # ---- start-up --------------------------------------------------------------------------
 
     def at_start(self) -> None:
-        """Compare saved state with the exchange; the exchange is the truth. Logs every difference."""
-        saved = self.store.load_positions()
-        for coin, trader in self.traders.items():
-            if coin in saved:
-                trader.resume(saved[coin])
-        orphans = {coin: pos for coin, pos in saved.items() if coin not in self.traders}
-        for coin, pos in orphans.items():
-            log.warning("a saved %s position (%s %s) belongs to no configured market: the bot leaves it and its "
-                        "exchange-side orders alone; add %s to markets to manage it", coin, pos.side, pos.size, coin)
-        if self.paper:
-            return  # reserved cloids stay for a live start to look up: one may be a live exit's
-        self.executor.resolve_at_start()
-        self._cancel_resting_entries()
-        self.reconcile_fills()
-        if not self.check_positions("start-up"):
-            self.want("start-up")  # the loop's timers try again
-        self._check_exchange_side_orders({c for pos in orphans.values() for c in pos.protective_cloids})
-        self.reconcile_funding()  # the journal's, last: nothing in the positions' safety waits on it
-        # One line marking the end of start-up reconciliation (the crash test times stop cover by it).
-        log.info("start-up reconciliation done: %s", self._summary())
-
-    def _cancel_resting_entries(self) -> None:
-        """A post-only entry left resting by the last run (killed, or its cancel unconfirmed) must not
-        open a position nobody works: every open order of the account that is one of our entries
-        (whatever its record says; a removed market's too), and every entry saved as resting, is
-        canceled (a failed cancel is retried before the next entry in that coin); one that filled
-        meanwhile is recorded so and adopted by the position check that follows."""
-        entries = {r.cloid: r for r in self.store.orders(statuses=("resting",)) if r.purpose == "entry"}
-        try:
-            for order in self.rest.open_orders(self.address):
-                record = self.store.order(order.cloid) if order.cloid else None
-                if record is not None and record.purpose == "entry":
-                    entries[record.cloid] = record
-        except HyperliquidError as exc:
-            log.warning("open-order check failed (%s); canceling the entries saved as resting", exc)
-        for cloid, record in entries.items():
-            log.warning("%s: post-only entry %s was resting at the last stop; canceling it", record.coin, cloid)
-            self.executor.cancel_cloids(record.coin, [cloid], reason="resting entry at start")
-            settled = self.store.order(cloid)
-            if settled is not None and not settled.is_terminal and cloid not in \
-                    self.executor.uncanceled.get(record.coin, ()):
-                self._settle_gone_entry(settled)
-
-    def _settle_gone_entry(self, record: OrderRecord) -> None:
-        """An entry the start's cancel found no longer open (filled or canceled while no bot ran):
-        its record says what the exchange's status says, what filled included; without a status,
-        canceled as "not resting at start" (its fills, if any, are journaled all the same)."""
-        try:
-            status, filled = status_and_filled(self.rest.order_status(self.address, record.cloid))
-        except (HyperliquidError, *PARSE_ERRORS) as exc:
-            log.warning("%s: status of entry %s not known (%s); saved as not resting", record.coin, record.cloid, exc)
-            status, filled = "canceled", Decimal(0)
-        now_ms = self.now_ms()
-        try:
-            if status == "filled" or (filled > 0 and filled >= record.size):
-                changed = record.filled_by_result(filled or record.size, record.limit_px, now_ms)
-            else:
-                changed = record.resolved_by_status(status, now_ms)
-                if changed.status == "canceled":
-                    changed = changed.to("canceled", now_ms, reason=f"{status}; not resting at start",
-                                         filled_size=filled, avg_px=record.limit_px if filled else None)
-        except InvalidTransition:
-            return
-        self.store.save_order(changed)
-        if filled > 0:
-            log.warning("%s: post-only entry %s filled %s at %s while no bot ran", record.coin, record.cloid,
-                        filled, record.limit_px)
-
-    def _summary(self) -> str:
-        parts = []
-        for coin, trader in self.traders.items():
-            pos = trader.position
-            state = "flat" if pos is None else \
-                f"{pos.side} {pos.size} at {pos.entry_px}, exchange-side orders {list(pos.protective_cloids)}"
-            parts.append(state if len(self.traders) == 1 else f"{coin} {state}")
-        return "; ".join(parts)
-
-    def _check_exchange_side_orders(self, keep: set[str]) -> None:
-        """The positions' SL/TP must rest on the exchange; our stale ones are canceled (never those
-        of `keep`, nor of a coin no market trades)."""
-        if not any(t.protection.enabled for t in self.traders.values()):
-            return
-        try:
-            open_cloids = {o.cloid for o in self.rest.open_orders(self.address) if o.cloid}
-        except HyperliquidError as exc:
-            log.warning("open-order check failed: %s; stale exchange-side orders stay until the next start", exc)
-            for trader in self.traders.values():
-                if trader.position is not None and trader.protection.enabled:
-                    trader.protection.schedule_repair()  # at least the missing levels are placed again
-            return
-        for trader in self.traders.values():
-            if trader.protection.check_at_start(trader.position, open_cloids):
-                self.store.save_position(trader.position_record())
-            if trader.position is not None:
-                keep |= set(trader.position.protective_cloids)
-        cancel_stale_protective(self.executor, self.store, lambda cloid: self.rest.order_status(self.address, cloid),
-                                keep, open_cloids, self.now_ms, coins=set(self.traders))
+        """Compare saved state with the exchange; the exchange is the truth (startup.py)."""
+        StartUp(self).run()
