@@ -5,9 +5,11 @@ strategy's `entry_order`): its order placed at the best bid (a long) or ask (a s
 bbo (else of an /info l2Book: `Touch`), sent by the executor (its cloid saved first, like every
 entry's); its fills, from the stream (each tid counted once) and from its status polled over /info
 every MAKER_POLL_S (the stream may miss them); withdrawing it: for a re-peg once it has rested
-`maker_repeg_s` and the touch moved away, for good when still unfilled `maker_timeout_s` after the
+`maker_repeg_s` and the touch moved away (never placed past the signal's price moved by
+`slippage_pct`: the signal ends there), for good when still unfilled `maker_timeout_s` after the
 signal, at its first fill (the position opens at once, once, with what filled, and its exits
-protect it), and at shutdown (the next start cancels one left resting: reconcile.py).
+protect it), at pause and the operator's close, and at shutdown (the next start cancels one left
+resting: startup.py).
 Must not: hold the position (the trader's `opened` does), send a marketable order, or take an
 order for gone before the exchange's status says so: a cancel's answer never says what filled
 before it, so nothing is placed again, and the signal never ends, until a status settles it;
@@ -68,6 +70,7 @@ class Working:
     size: Decimal
     px: Decimal               # the price at the signal, then the latest order's
     started_s: float
+    signal_px: Decimal = Decimal(0)  # the price at the signal: the touch may not run further than slippage_pct
     record: OrderRecord | None = None
     placed_s: float = 0.0
     stream_tids: set[int] = field(default_factory=set)
@@ -160,7 +163,7 @@ class MakerEntry:
         """An entry signal at `price`: work it as a resting order at the touch."""
         now = self.clock()
         size = Decimal(format(size.normalize(), "f"))  # 0.004, not 0.00400, in the logs (the same number)
-        self.work = Working(side, size, price, started_s=now)
+        self.work = Working(side, size, price, started_s=now, signal_px=price)
         self._place(self.work, now)
 
     def give_up(self, why: str) -> bool:
@@ -197,8 +200,8 @@ class MakerEntry:
         """An `orderUpdates` status of the resting order (`owns` said it is ours)."""
         work = self.work
         assert work is not None and work.record is not None
-        self._learned(work, status, orig_size - remaining if status != "filled" else orig_size, self.clock(),
-                      polled=False)
+        filled = max(orig_size, work.record.size) if status == "filled" else orig_size - remaining
+        self._learned(work, status, filled, self.clock(), polled=False)
         self._act(work, self.clock())
 
     def timer(self, now: float) -> None:
@@ -309,6 +312,12 @@ class MakerEntry:
             work.next_try_s = now + CANCEL_RETRY_S
             if self._quiet.allow("no touch") is not None:
                 log.warning("%s post-only entry waits: no fresh best %s", self.coin, "bid" if work.is_buy else "ask")
+            return
+        limit = work.signal_px * (1 + self.trading.slippage_pct / 100 * (1 if work.is_buy else -1))
+        if touch > limit if work.is_buy else touch < limit:  # a re-peg never chases past what an IOC would pay
+            log.info("%s post-only entry dropped: the touch %s ran past %s (the signal's %s and slippage_pct %s)",
+                     self.coin, touch, limit.quantize(touch), work.signal_px, self.trading.slippage_pct)
+            self.work = None
             return
         refusal = self.guard.check_entry(Decimal(0), work.size * touch, self.now_ms())
         if refusal:

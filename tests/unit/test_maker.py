@@ -348,3 +348,21 @@ def test_the_paper_exchange_rests_post_only_orders_and_fills_them_when_traded_th
     assert answer.order["status"] == "filled" and answer.order["order"]["sz"] == "0"
     assert paper.cancel_by_cloid("BTC", "0xb") is False  # too late: filled
     assert PaperExchange.fee(D("0.004"), D("49995"), maker=True) == D("0.029997")
+
+
+def test_a_filled_update_without_its_original_size_still_opens_the_whole_order(rig: Rig) -> None:
+    cloid = started(rig)
+    rig.maker.on_update("filled", D(0), D(0))  # a frame without origSz (the parser falls back to sz, 0)
+    assert rig.host.opened_with == [("long", D("0.004"), D("50000"))]
+    assert rig.store.order(cloid).status == "filled" and rig.store.order(cloid).filled_size == D("0.004")
+
+
+def test_a_re_peg_never_chases_the_touch_past_the_slippage_an_ioc_would_pay(rig: Rig) -> None:
+    cloid = started(rig)  # signal at 50000; slippage_pct 0.5: a long rests at most at 50250
+    rig.clock.now += 6
+    rig.host.quotes.on_bbo(D("50300"), D("50301"))  # ran away
+    rig.maker.timer(rig.clock.now)  # left behind: the re-peg's cancel
+    rig.exchange.statuses.append(status("canceled", "0.004", "0.004"))
+    rig.maker.timer(rig.clock.now)
+    assert rig.maker.work is None and [c for c in rig.exchange.calls if c[0] == "place"] == [
+        ("place", (D("50000"), "Alo", cloid))]
