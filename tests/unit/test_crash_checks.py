@@ -81,12 +81,17 @@ def test_cover_check(stretches: list, runs: list[RunRecord], expected: list[str]
     assert len(got) == len(expected) and all(g.startswith(e) for g, e in zip(got, expected)), got
 
 
-def test_recorder_counts_only_a_reduce_only_sl_of_full_size_as_cover() -> None:
+def recorded_sim() -> tuple[SimServer, str, ExchangeRecorder]:
+    """An engine (not served) with BTC at 50000, a funded user, and the crash test's recorder on it."""
     sim = SimServer(SimConfig(port=0, seed=1, feed=False, start_prices={"BTC": D("50000")}))
+    user = "0x" + "ab" * 20
+    sim.engine.account(user)
+    return sim, user, ExchangeRecorder(sim, user)
+
+
+def test_recorder_counts_only_a_reduce_only_sl_of_full_size_as_cover() -> None:
+    sim, user, rec = recorded_sim()
     try:
-        user = "0x" + "ab" * 20
-        sim.engine.account(user)
-        rec = ExchangeRecorder(sim, user)
         e = sim.engine
 
         def trigger(cloid: str, size: str, tpsl: str) -> dict:
@@ -170,11 +175,8 @@ def test_entry_placements_are_the_post_only_orders_booked_resting_by_their_signe
 
 
 def test_recorder_counts_the_accounts_resting_limit_orders_as_its_entries() -> None:
-    sim = SimServer(SimConfig(port=0, seed=1, feed=False, start_prices={"BTC": D("50000")}))
+    sim, user, rec = recorded_sim()
     try:
-        user = "0x" + "ab" * 20
-        sim.engine.account(user)
-        rec = ExchangeRecorder(sim, user)
         e = sim.engine
 
         def limit(cloid: str, px: str, tif: str, is_buy: bool = True, reduce_only: bool = False) -> dict:
