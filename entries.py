@@ -67,7 +67,8 @@ class Entries:
         self.guard = guard  # the market's: its exits count too (a burst of exits holds entries back)
         self._quiet = RateLimitedLog(every_s=60.0, clock=clock)
         self.enabled = True
-        self.blocked_until = 0.0
+        self.blocked_until = 0.0   # the cooldown after a close
+        self.cancel_retry_at = 0.0  # a stale stop's cancel failed: entries wait, and it is retried, from then
         self.last_eval = 0.0
         self.last_closed_candles = 0
         self.maker = MakerEntry(coin, trading, executor, guard, host, account.want_check, self.placement_held,
@@ -96,19 +97,21 @@ class Entries:
 
     def placement_held(self) -> bool:
         """An order that may still fill, a position not confirmed yet, or a stale stop's cancel
-        failing (retried here: it could close the new position)."""
-        return self.executor.blocks_entries(self.coin) or self.account.check_due() \
-            or self.executor.cancels_pending(self.coin)
-
-    def _blocked(self, now: float) -> bool:
-        if not self.enabled or now < self.blocked_until or self.maker.work is not None:
-            return True
+        failing (it could close the new position; retried here every CANCEL_RETRY_S). Entries and
+        post-only placements alike."""
         if self.executor.blocks_entries(self.coin) or self.account.check_due():
-            return True  # an order that may still fill, or a position not confirmed yet
+            return True
+        now = self.clock()
+        if now < self.cancel_retry_at:
+            return True
         if self.executor.cancels_pending(self.coin):
-            self.blocked_until = now + CANCEL_RETRY_S  # a stale stop could close the new position
+            self.cancel_retry_at = now + CANCEL_RETRY_S
             return True
         return False
+
+    def _blocked(self, now: float) -> bool:
+        return not self.enabled or now < self.blocked_until or self.maker.work is not None \
+            or self.placement_held()
 
     def _enter(self, side: Literal["long", "short"], price: Decimal) -> tuple[Decimal, Decimal]:
         """Send the entry; (filled size, average price), (0, 0) when nothing filled or it was refused."""

@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Literal, Mapping, Protocol, cast
 
 from execution import NotSent, OrderExecutor
 from logsetup import RateLimitedLog
 from order_book import BBO_FRESH_S, Quotes
 from orders import InvalidTransition, OrderRecord
+from paper import ALO_CROSSED
 from rest_errors import HyperliquidError, OrderStatusUnknown
 from rest_gate import InfoGate
 from settings import TradingSettings
@@ -40,7 +41,6 @@ CONFIRM_POLL_S = 0.5      # after a cancel, the order's status is asked this oft
 UNKNOWN_GIVE_UP_S = 60.0  # an order the exchange keeps not knowing is given up (a position check decides)
 REPLACE_AFTER_S = 0.2     # after "would have immediately matched", the next placement waits for a newer touch
 HELD_RETRY_S = 0.5        # a placement held back (an order in doubt, a position check due) is tried again this soon
-ALO_CROSSED = "Post only order would have immediately matched"  # the exchange's words
 
 
 class Host(Protocol):
@@ -185,7 +185,7 @@ class MakerEntry:
     def on_price(self, price: Decimal) -> None:
         """Paper trading: the paper exchange fills the resting order a trade went through."""
         if self.paper and self.work is not None:
-            self.executor.exchange.trade(self.coin, price)  # type: ignore[attr-defined] # PaperMaker
+            cast(PaperMaker, self.executor.exchange).trade(self.coin, price)
 
     def on_fill(self, tid: int, size: Decimal) -> None:
         """A fill of the resting order from the stream (`owns` said it is ours)."""

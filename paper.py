@@ -27,7 +27,7 @@ TAKER_FEE_RATE = Decimal("0.00045")
 MAKER_FEE_RATE = Decimal("0.00015")
 NO_MATCH = "Order could not immediately match against any resting orders."  # the exchange's words
 KEEP_ENDED = 100  # ended post-only orders whose status is still answered
-ALO_CROSSED = "Post only order would have immediately matched, bbo was "   # the exchange's words
+ALO_CROSSED = "Post only order would have immediately matched"  # the exchange's words (then ", bbo was PX")
 
 
 @dataclass
@@ -91,7 +91,7 @@ class PaperExchange:
         opposite = (book.asks if is_buy else book.bids) if book is not None else ()
         if opposite and (limit_px >= opposite[0][0] if is_buy else limit_px <= opposite[0][0]):
             return [OrderResult(kind="error", oid=None, total_size=None, avg_px=None,
-                                message=ALO_CROSSED + str(opposite[0][0]), cloid=cloid)]
+                                message=f"{ALO_CROSSED}, bbo was {opposite[0][0]}", cloid=cloid)]
         order = PaperOrder(next(self._oids), coin, is_buy, limit_px, size, time_ms=self._clock_ms())
         ended = [c for c, o in self.resting.items() if o.status != "open"]
         for old in ended[:-KEEP_ENDED]:
